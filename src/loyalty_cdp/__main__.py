@@ -1,0 +1,3 @@
+from loyalty_cdp.cli.main import main
+
+main()

@@ -1,0 +1,1 @@
+"""Event log implementations behind the contract in :mod:`.base`."""

@@ -1,0 +1,1 @@
+"""The ``loyalty-cdp`` command line: a thin layer over the library; errors become exit codes here."""
