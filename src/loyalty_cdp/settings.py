@@ -38,8 +38,6 @@ class Settings:
     program: Path | None = None
     # Events waiting for the durable append; beyond this, ingest answers 429.
     ingest_queue_events: int = 200_000
-    # Largest inflated request body accepted (gzip bombs stop here).
-    max_body_bytes: int = 512 * 1024
 
     def __post_init__(self) -> None:
         if self.storage not in ("sqlite", "postgres"):

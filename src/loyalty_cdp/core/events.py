@@ -118,7 +118,7 @@ def normalise(
     if not isinstance(call, dict):
         raise InvalidInput("", "each call must be a JSON object")
     kind = call_type if call_type is not None else call.get("type")
-    if kind not in CALL_TYPES:
+    if not isinstance(kind, str) or kind not in CALL_TYPES:
         raise InvalidInput(
             "type", f"must be one of {', '.join(sorted(CALL_TYPES))}, got {str(kind)[:40]!r}"
         )
@@ -135,11 +135,10 @@ def normalise(
     elif len(message_id) > MAX_MESSAGE_ID_CHARS:
         raise InvalidInput("messageId", f"must be under {MAX_MESSAGE_ID_CHARS + 1} characters")
 
-    for key in _OBJECT_FIELDS:
-        value = call.get(key)
-        if value is not None and not isinstance(value, dict):
+    for key, value in call.items():
+        if key in _OBJECT_FIELDS and value is not None and not isinstance(value, dict):
             raise InvalidInput(key, "must be a JSON object")
-        if value and _depth(value, MAX_DEPTH) > MAX_DEPTH:
+        if isinstance(value, (dict, list)) and _depth(value, MAX_DEPTH) > MAX_DEPTH:
             raise InvalidInput(key, f"is nested deeper than {MAX_DEPTH} levels")
 
     name: str | None = None

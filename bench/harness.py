@@ -1,0 +1,86 @@
+"""Shared pieces of the benchmarks: a real server, a lean HTTP/1.1 load client, statistics."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from loyalty_cdp.testing import ServerProcess
+
+
+@contextmanager
+def running_server(env: dict[str, str] | None = None, *extra: str) -> Iterator[ServerProcess]:
+    """A real server on a fresh data directory for the length of a benchmark."""
+    with tempfile.TemporaryDirectory(prefix="lcdp-bench-") as tmp, \
+            ServerProcess(Path(tmp), env, *extra) as server:
+        yield server
+
+
+
+
+async def _request(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, raw: bytes) -> int:
+    writer.write(raw)
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head[9:12])
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line[:15].lower() == b"content-length:":
+            length = int(line[15:])
+    if length:
+        await reader.readexactly(length)
+    return status
+
+
+def http_request(path: str, body: bytes, auth_header: str, port: int) -> bytes:
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: {auth_header}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
+async def _worker(port: int, requests: list[bytes], latencies: list[float], statuses: dict[int, int],
+                  pace: float | None, start: float) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        for index, raw in enumerate(requests):
+            if pace is not None:
+                delay = start + index * pace - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            began = time.perf_counter()
+            status = await _request(reader, writer, raw)
+            latencies.append(time.perf_counter() - began)
+            statuses[status] = statuses.get(status, 0) + 1
+    finally:
+        writer.close()
+
+
+def load(port: int, requests: list[bytes], connections: int, rate: float | None = None
+         ) -> tuple[float, list[float], dict[int, int]]:
+    """Send pre-built requests over ``connections`` keep-alive connections (optionally paced to
+    ``rate`` requests/s overall); returns (seconds, latencies, status counts)."""
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    shares = [requests[i::connections] for i in range(connections)]
+    pace = connections / rate if rate else None
+
+    async def main() -> float:
+        start = time.perf_counter()
+        await asyncio.gather(*(_worker(port, share, latencies, statuses, pace, start) for share in shares))
+        return time.perf_counter() - start
+
+    return asyncio.run(main()), latencies, statuses
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)

@@ -1,0 +1,1 @@
+"""The HTTP interface: Segment-compatible ingest, member reads, operations. Thin over the services."""

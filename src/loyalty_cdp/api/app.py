@@ -1,0 +1,42 @@
+"""The FastAPI application: routers, error handlers, metrics middleware, and the lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from loyalty_cdp import __version__
+from loyalty_cdp.api import errors, ingest, operations
+from loyalty_cdp.api.metrics import Metrics, TimingMiddleware
+from loyalty_cdp.bootstrap import build
+from loyalty_cdp.settings import Settings
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """An app whose stores are opened when it starts and closed (queue drained) when it stops."""
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        components = build(settings, metrics)
+        app.state.components = components
+        await components.start()
+        try:
+            yield
+        finally:
+            await components.close()
+
+    app = FastAPI(
+        title="loyalty-cdp",
+        version=__version__,
+        description="Customer data platform for loyalty programs. "
+        "Ingest is the Segment HTTP Tracking API.",
+        lifespan=lifespan,
+    )
+    errors.install(app)
+    app.include_router(ingest.router)
+    app.include_router(operations.router)
+    app.add_middleware(TimingMiddleware, metrics=metrics)
+    return app

@@ -1,0 +1,60 @@
+"""The composition root: builds every component from one :class:`Settings`, and nothing else does."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from loyalty_cdp.adapters.eventlog.base import EventLog
+from loyalty_cdp.adapters.keystore import KeyStore
+from loyalty_cdp.api.metrics import Metrics
+from loyalty_cdp.services.appender import GroupCommitAppender
+from loyalty_cdp.settings import Settings
+
+
+def open_event_log(settings: Settings) -> EventLog:
+    if settings.storage == "postgres":
+        from loyalty_cdp.adapters.eventlog.postgres import PostgresEventLog
+
+        assert settings.postgres_dsn is not None  # Settings validated it
+        return PostgresEventLog(settings.postgres_dsn)
+    from loyalty_cdp.adapters.eventlog.sqlite import SqliteEventLog
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return SqliteEventLog(settings.data_dir / "events.db")
+
+
+def open_key_store(settings: Settings) -> KeyStore:
+    return KeyStore(settings.data_dir / "keys.db")
+
+
+@dataclass
+class Components:
+    """What the HTTP app and the services share; built by :func:`build`, closed by :meth:`close`."""
+
+    settings: Settings
+    event_log: EventLog
+    keys: KeyStore
+    metrics: Metrics
+    appender: GroupCommitAppender
+
+    async def start(self) -> None:
+        self.appender.start()
+
+    async def close(self) -> None:
+        await self.appender.close()
+        self.keys.close()
+        self.event_log.close()
+
+
+def build(settings: Settings, metrics: Metrics) -> Components:
+    """Open the stores and wire the services. Call inside the server's event loop."""
+    event_log = open_event_log(settings)
+    appender = GroupCommitAppender(
+        event_log, capacity=settings.ingest_queue_events, on_append=metrics.record_append
+    )
+    metrics.watch(
+        queue_depth=lambda: appender.queued_events,
+        log_events=lambda: event_log.count(),
+        log_bytes=lambda: event_log.size_bytes(),
+    )
+    return Components(settings, event_log, open_key_store(settings), metrics, appender)

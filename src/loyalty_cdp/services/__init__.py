@@ -1,0 +1,1 @@
+"""Application services: the loops that move events between the adapters and the core."""
