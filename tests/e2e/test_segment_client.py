@@ -11,7 +11,7 @@ from loyalty_cdp.testing import ServerProcess
 
 def test_official_client_calls_are_accepted_and_stored(server: ServerProcess, write_key: str) -> None:
     failures: list[object] = []
-    client = Client(write_key=write_key, host=server.url, sync_mode=True, gzip=True,
+    client = Client(write_key=write_key, host=server.url, gzip=True,
                     on_error=lambda error, items: failures.append(error), max_retries=1)
     client.identify("member-1", {"email": "ann@example.com", "first_name": "Ann"},
                     context={"channel": "web"})
@@ -24,8 +24,7 @@ def test_official_client_calls_are_accepted_and_stored(server: ServerProcess, wr
     client.screen("member-1", "App", "Home")
     client.group("member-1", "household-7", {"name": "The Smiths"})
     client.alias("anon-42", "member-1")
-    client.flush()
-    client.shutdown()
+    client.shutdown()  # flushes the queue through the client's consumer thread, then stops it
     assert failures == []
 
     log = SqliteEventLog(server.data_dir / "events.db")

@@ -116,6 +116,8 @@ def _decode_json(body: bytes) -> Any:
         return _decode(body)
     except msgspec.DecodeError as exc:
         raise InvalidInput("body", f"is not valid JSON: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise InvalidInput("body", f"is not valid UTF-8 (byte {exc.start})") from None
     except RecursionError:
         raise InvalidInput("body", "is nested too deeply to be an event") from None
 
