@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
+import urllib.request
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import typer
@@ -9,7 +14,47 @@ import uvicorn
 
 from loyalty_cdp import logs
 from loyalty_cdp.api.app import create_app
+from loyalty_cdp.bootstrap import open_key_store
 from loyalty_cdp.settings import Settings
+
+log = logging.getLogger("loyalty_cdp.demo")
+
+DEMO_MEMBERS = 2_000
+DEMO_DAYS = 365
+DEMO_RATE = 200.0  # events/s: lively in the logs and metrics, light on a laptop
+
+
+def _demo_traffic(settings: Settings, write_key: str) -> None:
+    """Stream a simulated year of the program into the server, as a client would."""
+    from loyalty_cdp.simulator.generator import simulate
+    from loyalty_cdp.simulator.streaming import BatchSender
+
+    url = f"http://{settings.host}:{settings.port}"
+    while True:  # wait until the server answers
+        try:
+            with urllib.request.urlopen(url + "/healthz", timeout=1):
+                break
+        except OSError:
+            time.sleep(0.2)
+    start = (datetime.now(UTC) - timedelta(days=DEMO_DAYS)).date()
+    reported = time.monotonic()
+
+    def progress(sent: int) -> None:
+        nonlocal reported
+        if time.monotonic() - reported >= 10:
+            reported = time.monotonic()
+            log.info("demo traffic: %d simulated events sent", sender.sent)
+
+    sender = BatchSender(url, write_key, rate=DEMO_RATE, on_sent=progress)
+    log.info("demo traffic: streaming %d members over %d days at %.0f events/s to %s",
+             DEMO_MEMBERS, DEMO_DAYS, DEMO_RATE, url)
+    try:
+        sender.send(simulate(DEMO_MEMBERS, DEMO_DAYS, seed=1, start=start))
+    except Exception as exc:  # the demo must never take the server down with it
+        log.warning("demo traffic stopped: %s", exc)
+    finally:
+        sender.close()
+    log.info("demo traffic finished: %d events sent", sender.sent)
 
 
 def serve(
@@ -18,10 +63,18 @@ def serve(
     host: str | None = typer.Option(None, "--host", help="Interface to bind (default 127.0.0.1)."),
     port: int | None = typer.Option(None, "--port", help="Port (default 8080)."),
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
+    demo: bool = typer.Option(False, "--demo", help="Also stream simulated program traffic into the server."),
 ) -> None:
     """Run the server until SIGINT/SIGTERM; shutting down drains the ingest queue first."""
     settings = Settings.from_env(data_dir=data_dir, program=config, host=host, port=port)
     log_config = logs.configure(log_level.upper())
+    if demo:
+        store = open_key_store(settings)
+        try:
+            key, _ = store.create(frozenset({"ingest"}))
+        finally:
+            store.close()
+        threading.Thread(target=_demo_traffic, args=(settings, key), name="demo", daemon=True).start()
     uvicorn.run(
         create_app(settings),
         host=settings.host,
