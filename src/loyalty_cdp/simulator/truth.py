@@ -100,8 +100,12 @@ class GroundTruth(msgspec.Struct, frozen=True):
                 return member
         raise KeyError(user_id)
 
+    def encode(self) -> bytes:
+        """The truth as an indented JSON document."""
+        return msgspec.json.format(msgspec.json.encode(self), indent=1)
+
     def write(self, path: Path) -> None:
-        path.write_bytes(msgspec.json.format(msgspec.json.encode(self), indent=1))
+        path.write_bytes(self.encode())
 
     @classmethod
     def read(cls, path: Path) -> GroundTruth:
