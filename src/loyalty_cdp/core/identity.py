@@ -287,8 +287,6 @@ class _Run:
             self.members[new_id] = member
 
     def _merge_blocker(self, target: Member, other: Member) -> str | None:
-        if target.user_id is not None and other.user_id is not None:
-            return "both members have a user_id"
         for kind, values in other.identities.items():
             total = len(values) + len(target.identities.get(kind, ()))
             if total > self.limit(kind):
