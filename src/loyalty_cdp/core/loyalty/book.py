@@ -17,7 +17,7 @@ from loyalty_cdp.core.loyalty.inputs import (
 )
 from loyalty_cdp.core.loyalty.ledger import LedgerPlan
 from loyalty_cdp.core.loyalty.milestones import MilestonePlan
-from loyalty_cdp.core.loyalty.periods import date_ms
+from loyalty_cdp.core.loyalty.periods import DAY_MS, date_ms
 from loyalty_cdp.core.loyalty.program import (
     BIRTHDAY,
     Program,
@@ -26,6 +26,9 @@ from loyalty_cdp.core.loyalty.program import (
     validate_versions,
 )
 from loyalty_cdp.core.loyalty.tiers import TierPlan
+
+# An order id is recognised as already applied for at least this long.
+ORDER_DEDUP_MS = 30 * DAY_MS
 
 
 class ProgramVersion:
@@ -67,11 +70,15 @@ class ProgramBook:
     version (so that history imported from before the launch still counts).
     """
 
-    __slots__ = ("_starts", "relevant_events", "uses_wishlist", "versions")
+    __slots__ = ("_starts", "order_retention_ms", "relevant_events", "uses_wishlist", "versions")
 
     def __init__(self, programs: Iterable[Program]) -> None:
         self.versions = tuple(ProgramVersion(program) for program in validate_versions(programs))
         self._starts = [version.effective_from for version in self.versions]
+        # Orders are remembered for refunds and for order-id deduplication.
+        self.order_retention_ms = max(
+            ORDER_DEDUP_MS, *(version.ledger.refund_window_ms for version in self.versions)
+        )
         names = {ORDER_COMPLETED, ORDER_REFUNDED, IDENTIFY, *COMMAND_EVENTS}
         self.uses_wishlist = False
         for version in self.versions:

@@ -63,18 +63,19 @@ class FoldContext:
         version: ProgramVersion,
         at: int,
         *,
-        ref: str,
+        cause: str,
         source: str,
         points: int,
         rules: list[tuple[str, int]],
         pending: bool,
         extra: dict[str, Any],
-    ) -> None:
-        """Credit a lot, count it in lifetime points and emit ``Points Earned``."""
+    ) -> int:
+        """Credit a lot, count it in lifetime points and emit ``Points Earned``; returns
+        the lot's ref. ``cause`` (a message id and a suffix) makes the ids deterministic."""
         state = self.state
         lot = ledger.credit(
-            state, version.ledger, ref=ref, source=source, at=at, points=points,
-            pending=pending, kind="earn",
+            state, version.ledger, ref=ledger.lot_ref(cause), source=source, at=at,
+            points=points, pending=pending, kind="earn",
         )
         state.lifetime_points += points
         properties = {
@@ -82,14 +83,15 @@ class FoldContext:
             "source": source,
             "rules": [{"id": rule, "points": value} for rule, value in rules],
             "pending": lot.pending,
-            "available_at": iso(lot.active_at),
+            "available_at": iso(lot.active_at if lot.pending else at),
             "expires_at": iso(lot.expires_at) if lot.expires_at != NEVER else None,
             "tier": state.tier,
             "points_balance": ledger.balance(state),
             "program_version": version.program.version,
         }
         properties.update(extra)
-        self.emit(POINTS_EARNED, at, ref, properties)
+        self.emit(POINTS_EARNED, at, cause, properties)
+        return lot.ref
 
     def tier_changed(self, change: tiers.TierChange | None, at: int, cause: str) -> None:
         if change is None:
@@ -104,8 +106,8 @@ class FoldContext:
                 "from_tier": change.old,
                 "to_tier": change.new,
                 "metric": plan.metric,
-                "metric_value": change.metric,
-                "threshold": change.threshold,
+                "metric_value": tiers.display(plan.metric, change.metric),
+                "threshold": tiers.display(plan.metric, change.threshold),
                 "free_shipping": plan.free_shipping[plan.position(change.new)],
                 "multiplier": plan.multipliers[plan.position(change.new)] / 1000,
             },
@@ -127,7 +129,7 @@ class FoldContext:
                 if achievement.bonus_points:
                     self.earned(
                         version, at,
-                        ref=f"milestone:{achievement.milestone_id}",
+                        cause=f"milestone:{achievement.milestone_id}",
                         source=f"milestone:{achievement.milestone_id}",
                         points=achievement.bonus_points,
                         rules=[(achievement.milestone_id, achievement.bonus_points)],
@@ -139,10 +141,10 @@ class FoldContext:
     def prune(self, at: int) -> None:
         """Forget what can no longer matter (results never depend on when this runs)."""
         state = self.state
-        if at - state.pruned_at < 7 * DAY_MS:
+        if at - state.pruned_at < 30 * DAY_MS:
             return
         state.pruned_at = at
-        window = max(each.ledger.refund_window_ms for each in self.book.versions)
+        window = self.book.order_retention_ms
         state.orders = {key: order for key, order in state.orders.items() if at - order.at <= window}
         state.seen = {key: when for key, when in state.seen.items() if at - when <= IDEMPOTENCY_MS}
         state.redemptions = {

@@ -12,11 +12,12 @@ The computation, in order (documented in ``docs/loyalty.md``, "Earning"):
    ``stackable`` rule adds ``multiplier - 1`` and evaluation goes on; an ``exclusive``
    rule applies only when no rule applied before it on that line, and ends evaluation.
    The line's multiplier is ``1 + sum of (multiplier - 1)``, then times the tier's.
-4. Rounding: the order's line points are the floor of the exact sum over its lines;
-   that integer is attributed to base / rules / tier by the largest-remainder method
-   (so the parts always add up), then each budgeted rule is capped at what is left of
-   its member and campaign budgets. Order bonuses (type ``order_bonus``) add whole
-   points under the same priority and stacking rules.
+4. Rounding (the one rule): the order's line points are the floor of the exact sum
+   over its lines, multipliers included. Each rule, and the tier bonus, is credited the
+   floor of its own exact part; the base is credited the rest, so the parts always add
+   up to the total. Then each budgeted rule is capped at what is left of its member and
+   campaign budgets. Order bonuses (type ``order_bonus``) add whole points under the
+   same priority and stacking rules.
 
 All arithmetic is on integers: money in hundredths, rates and multipliers in thousandths.
 """
@@ -39,7 +40,9 @@ class CompiledRule:
     """One earn rule with its conditions in engine units."""
 
     __slots__ = (
+        "always",
         "brands",
+        "budgeted",
         "categories",
         "channels",
         "days",
@@ -86,6 +89,14 @@ class CompiledRule:
         self.exclusive = rule.stacking == "exclusive"
         self.total_budget = rule.budget.total_points
         self.member_budget = rule.budget.member_points
+        self.budgeted = self.total_budget is not None or self.member_budget is not None
+        self.always = (
+            self.starts_ms < 0
+            and self.ends_ms == NEVER
+            and not self.days
+            and not self.channels
+            and not self.tiers
+        )
 
     def in_force(self, at: int, day: int, channel: str | None, tier: str) -> bool:
         return (
@@ -115,6 +126,7 @@ class EarnPlan:
     """A program version's earn section, compiled once."""
 
     __slots__ = (
+        "conditional",
         "exclude_discounted",
         "excluded_brands",
         "excluded_categories",
@@ -149,6 +161,7 @@ class EarnPlan:
         self.order_rules = tuple(
             CompiledRule(rule, field) for rule, field in ordered if isinstance(rule, OrderBonusRule)
         )
+        self.conditional = not all(rule.always for rule in self.line_rules)
 
     def eligible(self, line: ProductLine) -> bool:
         return not (
@@ -173,53 +186,50 @@ class EarnResult(msgspec.Struct, gc=False):
     eligible: int  # sum of line_amounts: the qualifying spend
 
 
-def largest_remainder(raws: list[int], scale: int) -> list[int]:
-    """Integers proportional to ``raws / scale`` whose sum is ``floor(sum(raws) / scale)``."""
-    parts = []
-    remainders = []
-    for raw in raws:
-        whole, rest = divmod(raw, scale)
-        parts.append(whole)
-        remainders.append(rest)
-    missing = sum(raws) // scale - sum(parts)
-    if missing:
-        order = sorted(range(len(raws)), key=lambda index: (-remainders[index], index))
-        for index in order[:missing]:
-            parts[index] += 1
-    return parts
-
-
 def _order_lines(plan: EarnPlan, order: Order) -> tuple[list[ProductLine], list[int], list[int]]:
     """Lines with their money and eligible amounts (hundredths)."""
-    lines = list(order.lines)
+    lines = order.lines
     if not lines and order.fallback_amount:
         lines = [ProductLine("", "", "", "", 1, order.fallback_amount, 0)]
-    gross_total = sum(line.gross for line in lines)
     prorate = order.discount if order.discount and not order.has_line_discounts else 0
+    gross_total = sum(line.gross for line in lines) if prorate else 0
+    eligible = plan.eligible
     money: list[int] = []
     amounts: list[int] = []
     for line in lines:
         paid = line.gross - line.discount
         if prorate and gross_total:
-            paid -= prorate * line.gross // gross_total
-        paid = max(paid, 0)
+            paid = max(paid - prorate * line.gross // gross_total, 0)
         money.append(paid)
-        amounts.append(paid if plan.eligible(line) else 0)
-    for include, label, amount in (
+        amounts.append(paid if eligible(line) else 0)
+    extra = (
         (plan.include_shipping, "_shipping", order.shipping),
         (plan.include_tax, "_tax", order.tax),
-    ):
+    )
+    for include, label, amount in extra:
         if include and amount:
-            lines.append(ProductLine("", label, "", "", 1, amount, 0))
+            lines = [*lines, ProductLine("", label, "", "", 1, amount, 0)]
             money.append(amount)
             amounts.append(amount)
     return lines, money, amounts
 
 
-def _applicable(rules: list[CompiledRule], line: ProductLine, wishlist: dict[str, int]) -> list[CompiledRule]:
+def _order_bonuses(
+    plan: EarnPlan,
+    lines: list[ProductLine],
+    amounts: list[int],
+    eligible: int,
+    in_force: tuple[int, int, str | None, str],
+    wishlist: dict[str, int],
+) -> list[CompiledRule]:
     applied: list[CompiledRule] = []
-    for rule in rules:
-        if not rule.matches(line, wishlist):
+    for rule in plan.order_rules:
+        if not eligible or eligible < rule.min_cents or not rule.in_force(*in_force):
+            continue
+        if not rule.matches_all and not any(
+            amount and rule.matches(line, wishlist)
+            for line, amount in zip(lines, amounts, strict=True)
+        ):
             continue
         if rule.exclusive:
             if not applied:
@@ -250,11 +260,14 @@ def earn_for_order(
         if total_money:
             left = max(total_money - paid_cents, 0)
             amounts = [amount * left // total_money for amount in amounts]
-    day = weekday(at)
-    line_rules = [rule for rule in plan.line_rules if rule.in_force(at, day, channel, tier)]
+    in_force = (at, weekday(at), channel, tier)
+    rules = plan.line_rules
+    if plan.conditional:
+        rules = tuple(rule for rule in rules if rule.always or rule.in_force(*in_force))
     rate = plan.rate_milli
     tier_extra = tier_milli - 1000
-    contributions: dict[str, int] = {"base": 0}
+    base = tier_part = 0
+    by_rule: dict[str, int] = {}
     line_raws: list[int] = []
     for line, amount in zip(lines, amounts, strict=True):
         if not amount:
@@ -262,64 +275,86 @@ def earn_for_order(
             continue
         unit = amount * rate
         multiplier = 1000
-        for rule in _applicable(line_rules, line, wishlist):
+        applied = False
+        for rule in rules:
+            if not rule.matches_all and not rule.matches(line, wishlist):
+                continue
+            if rule.exclusive and applied:
+                break
             multiplier += rule.extra_milli
-            contributions[rule.id] = contributions.get(rule.id, 0) + unit * rule.extra_milli * 1000
-        contributions["base"] += unit * _UNIT
+            by_rule[rule.id] = by_rule.get(rule.id, 0) + unit * rule.extra_milli * 1000
+            if rule.exclusive:
+                break
+            applied = True
+        base += unit * _UNIT
         if tier_extra:
-            contributions["tier"] = contributions.get("tier", 0) + unit * multiplier * tier_extra
+            tier_part += unit * multiplier * tier_extra
         line_raws.append(unit * multiplier * tier_milli)
-    names = list(contributions)
-    parts = dict(zip(names, largest_remainder(list(contributions.values()), _SCALE), strict=True))
+    # Rounding: the order's line points are the floor of the exact total; each rule (and
+    # the tier) is credited the floor of its own exact part, and the base the rest.
+    line_total = (base + tier_part + sum(by_rule.values())) // _SCALE
+    parts = {"base": 0}
+    credited = 0
+    for name, raw in by_rule.items():
+        parts[name] = raw // _SCALE
+        credited += parts[name]
+    if tier_part:
+        parts["tier"] = tier_part // _SCALE
+        credited += parts["tier"]
+    parts["base"] = line_total - credited
 
     eligible = sum(amounts)
-    applied_bonus: list[CompiledRule] = []
-    for rule in plan.order_rules:
-        if not (rule.in_force(at, day, channel, tier) and eligible and eligible >= rule.min_cents):
-            continue
-        if not rule.matches_all and not any(
-            amount and rule.matches(line, wishlist)
-            for line, amount in zip(lines, amounts, strict=True)
-        ):
-            continue
-        if rule.exclusive:
-            if not applied_bonus:
-                applied_bonus.append(rule)
-            break
-        applied_bonus.append(rule)
-    for rule in applied_bonus:
+    bonus_rules = _order_bonuses(plan, lines, amounts, eligible, in_force, wishlist) if (
+        plan.order_rules
+    ) else []
+    for rule in bonus_rules:
         parts[rule.id] = parts.get(rule.id, 0) + rule.points
-
-    for rule in (*line_rules, *applied_bonus):
-        granted = parts.get(rule.id, 0)
-        if not granted or (rule.member_budget is None and rule.total_budget is None):
-            continue
-        used = rule_points.get(rule.id, 0)
-        if rule.member_budget is not None:
-            granted = max(0, min(granted, rule.member_budget - used))
-        if rule.total_budget is not None and budgets is not None:
-            granted = budgets.grant(rule.id, rule.total_budget, budget_key, granted)
-        parts[rule.id] = granted
-        rule_points[rule.id] = used + granted
-
-    bonus_points = sum(parts.get(rule.id, 0) for rule in applied_bonus)
+    for rule in (*rules, *bonus_rules):
+        if rule.budgeted and parts.get(rule.id):
+            parts[rule.id] = _within_budget(
+                rule, parts[rule.id], rule_points, budgets, budget_key
+            )
+    bonus_points = sum(parts.get(rule.id, 0) for rule in bonus_rules)
     points = sum(parts.values())
-    line_points = _spread(points - bonus_points, line_raws)
     return EarnResult(
         points=points,
         rules=[(name, value) for name, value in parts.items() if value],
         lines=lines,
         line_amounts=amounts,
         line_money=money,
-        line_points=line_points,
+        line_points=_spread(points - bonus_points, line_raws),
         bonus_points=bonus_points,
         eligible=eligible,
     )
 
 
+def _within_budget(
+    rule: CompiledRule,
+    requested: int,
+    rule_points: dict[str, int],
+    budgets: CampaignBudgets | None,
+    budget_key: str,
+) -> int:
+    """``requested`` points of ``rule`` capped by its member and campaign budgets."""
+    used = rule_points.get(rule.id, 0)
+    granted = requested
+    if rule.member_budget is not None:
+        granted = max(0, min(granted, rule.member_budget - used))
+    if rule.total_budget is not None and budgets is not None:
+        granted = budgets.grant(rule.id, rule.total_budget, budget_key, granted)
+    rule_points[rule.id] = used + granted
+    return granted
+
+
 def _spread(points: int, weights: list[int]) -> list[int]:
-    """``points`` split over lines in proportion to ``weights`` (largest remainder)."""
+    """``points`` split over lines in proportion to ``weights``: each line gets the floor of
+    its share, and the heaviest line (the first of equals) the rounding remainder."""
+    if len(weights) == 1:
+        return [points]
     total = sum(weights)
     if not total or not points:
         return [0] * len(weights)
-    return largest_remainder([points * weight for weight in weights], total)
+    shares = [points * weight // total for weight in weights]
+    heaviest = weights.index(max(weights))
+    shares[heaviest] += points - sum(shares)
+    return shares

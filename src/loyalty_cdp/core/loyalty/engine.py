@@ -31,7 +31,7 @@ from loyalty_cdp.core.loyalty.handlers import HANDLERS, bonus_event
 from loyalty_cdp.core.loyalty.inputs import IDENTIFY, LoyaltyInput, RedemptionRequest
 from loyalty_cdp.core.loyalty.periods import add_months
 from loyalty_cdp.core.loyalty.rewards import RedemptionDecision, decide
-from loyalty_cdp.core.loyalty.schedule import next_due, run_due
+from loyalty_cdp.core.loyalty.schedule import member_due, run_due
 from loyalty_cdp.core.loyalty.state import LoyaltyState, new_state
 
 
@@ -92,7 +92,7 @@ class LoyaltyEngine:
             state.enrolled_at = at
             state.next_anniversary_at = add_months(at, 12)
             tiers.enrol(self.book.at(at).tiers, state, at)
-            state.due = next_due(state)
+            state.due = member_due(state)
         run_due(fold, at)
         state.clock = at
         version = self.book.at(at)
@@ -103,7 +103,7 @@ class LoyaltyEngine:
             bonus_event(fold, version, event)
         state.last_timestamp = at
         state.last_message_id = event.message_id
-        state.due = next_due(state)
+        state.due = min(state.due, member_due(state))
 
     def advance(self, state: LoyaltyState, to: int) -> list[dict[str, Any]]:
         """Run the transitions due up to event time ``to`` (the scheduler's entry point).

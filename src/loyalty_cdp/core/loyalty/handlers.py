@@ -33,11 +33,15 @@ from loyalty_cdp.core.loyalty.state import OrderLine, OrderRecord, Redemption
 WISHLIST_LIMIT = 50
 
 
-def _take_back(fold: FoldContext, version: ProgramVersion, points: int, lot_ref: str) -> tuple[int, int]:
-    """Take ``points`` back: from lot ``lot_ref`` first, then the balance under the refund
+def _take_back(
+    fold: FoldContext, version: ProgramVersion, points: int, order: OrderRecord | None
+) -> tuple[int, int]:
+    """Take ``points`` back: from the order's lot first, then the balance under the refund
     policy. Returns (points taken back, points left unrecovered)."""
     state = fold.state
-    taken = ledger.take_from_lot(state, lot_ref, points) if lot_ref else 0
+    taken = (
+        ledger.take_from_lot(state, order.lot_ref, order.expires_at, points) if order else 0
+    )
     rest = points - taken
     if rest and version.ledger.allow_negative:
         taken += ledger.spend(state, rest)
@@ -52,7 +56,8 @@ def order_completed(fold: FoldContext, version: ProgramVersion, event: LoyaltyIn
     state = fold.state
     at = event.timestamp
     order = parse_order(event.properties, event.message_id)
-    if not fold.first_time(f"order:{order.order_id}", at):
+    known = state.orders.get(order.order_id)
+    if known is not None and at - known.at <= fold.book.order_retention_ms:
         return
     paid = 0
     if order.points_redeemed:
@@ -83,11 +88,13 @@ def order_completed(fold: FoldContext, version: ProgramVersion, event: LoyaltyIn
         budgets=fold.budgets,
         budget_key=f"{state.member_id}\x1f{order.order_id}",
     )
-    lot_ref = f"{event.message_id}:earn"
+    lot_ref = 0
+    expires_at = version.ledger.expires_at(at)
     if result.points:
-        fold.earned(
-            version, at, ref=lot_ref, source=f"order:{order.order_id}", points=result.points,
-            rules=result.rules, pending=True, extra={"order_id": order.order_id},
+        lot_ref = fold.earned(
+            version, at, cause=f"{event.message_id}:earn", source=f"order:{order.order_id}",
+            points=result.points, rules=result.rules, pending=True,
+            extra={"order_id": order.order_id},
         )
     qualifying = (
         result.points if plan.metric == "tier_points"
@@ -95,23 +102,23 @@ def order_completed(fold: FoldContext, version: ProgramVersion, event: LoyaltyIn
         else 1
     )
     tiers.add_contribution(state, at, qualifying, at)
-    if version.ledger.refund_window_ms:
-        state.orders[order.order_id] = OrderRecord(
-            at=at,
-            lot_ref=lot_ref if result.points else "",
-            lines=[
-                OrderLine(line.product_id, line.sku, line.quantity, amount, money, points, 0)
-                for line, amount, money, points in zip(
-                    result.lines, result.line_amounts, result.line_money, result.line_points,
-                    strict=True,
-                )
-            ],
-            bonus_points=result.bonus_points,
-            points=result.points,
-            money=sum(result.line_money),
-            qualifying=qualifying,
-            points_paid=paid,
-        )
+    state.orders[order.order_id] = OrderRecord(
+        at=at,
+        lot_ref=lot_ref,
+        expires_at=expires_at,
+        lines=[
+            OrderLine(line.product_id, line.sku, line.quantity, amount, money, points, 0)
+            for line, amount, money, points in zip(
+                result.lines, result.line_amounts, result.line_money, result.line_points,
+                strict=True,
+            )
+        ],
+        bonus_points=result.bonus_points,
+        points=result.points,
+        money=sum(result.line_money),
+        qualifying=qualifying,
+        points_paid=paid,
+    )
     state.purchase_count += 1
     fold.tier_changed(tiers.check_upgrade(plan, state, at), at, event.message_id)
     categories = {line.category for line in result.lines if line.category}
@@ -139,13 +146,13 @@ def order_refunded(fold: FoldContext, version: ProgramVersion, event: LoyaltyInp
     outcome = apply_refund(order, refund, order_version.tiers.metric)
     taken = unrecovered = 0
     if outcome.reverse_points:
-        taken, unrecovered = _take_back(fold, version, outcome.reverse_points, order.lot_ref)
+        taken, unrecovered = _take_back(fold, version, outcome.reverse_points, order)
         ledger.add_entry(state, at, "reverse", -taken, f"refund:{refund.refund_id}")
         state.reversed_points += taken
         state.lifetime_points -= outcome.reverse_points
     if outcome.return_points:
         ledger.credit(
-            state, version.ledger, ref=f"{event.message_id}:return",
+            state, version.ledger, ref=ledger.lot_ref(f"{event.message_id}:return"),
             source=f"refund:{refund.refund_id}", at=at, points=outcome.return_points,
             pending=False, kind="return",
         )
@@ -173,12 +180,12 @@ def points_adjusted(fold: FoldContext, version: ProgramVersion, event: LoyaltyIn
     source = f"adjustment:{adjustment.adjustment_id}"
     if adjustment.points > 0:
         fold.earned(
-            version, at, ref=f"{event.message_id}:adjust", source=source,
+            version, at, cause=f"{event.message_id}:adjust", source=source,
             points=adjustment.points, rules=[("adjustment", adjustment.points)], pending=False,
             extra={"reason": adjustment.reason, "adjustment_id": adjustment.adjustment_id},
         )
         return
-    taken, unrecovered = _take_back(fold, version, -adjustment.points, "")
+    taken, unrecovered = _take_back(fold, version, -adjustment.points, None)
     ledger.add_entry(state, at, "adjust", -taken, source)
     state.lifetime_points -= taken
     fold.emit(POINTS_REVERSED, at, event.message_id, {
@@ -243,7 +250,7 @@ def bonus_event(fold: FoldContext, version: ProgramVersion, event: LoyaltyInput)
     plan = version.tiers
     for bonus, points in granted:
         fold.earned(
-            version, at, ref=f"{event.message_id}:bonus:{bonus.id}", source=f"bonus:{bonus.id}",
+            version, at, cause=f"{event.message_id}:bonus:{bonus.id}", source=f"bonus:{bonus.id}",
             points=points, rules=[(bonus.id, points)], pending=False, extra={"event": event.name},
         )
         if bonus.tier_points and plan.metric == "tier_points":

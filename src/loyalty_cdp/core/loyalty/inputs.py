@@ -90,38 +90,38 @@ def from_event(event: _LoggedEvent) -> LoyaltyInput | None:
 
 def money_cents(value: Any) -> int | None:
     """A money amount (number or numeric string) as whole hundredths, None when unusable."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value * 100
-    if isinstance(value, str):
+    kind = type(value)
+    if kind is float:
+        return round(value * 100) if math.isfinite(value) else None
+    if kind is int:
+        return int(value) * 100
+    if kind is str:
         try:
-            value = float(value)
+            number = float(value)
         except ValueError:
             return None
-    if isinstance(value, float) and math.isfinite(value):
-        return round(value * 100)
+        return round(number * 100) if math.isfinite(number) else None
     return None
 
 
 def whole_number(value: Any) -> int | None:
     """An integer given as int, integral float or digit string; None otherwise."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
+    kind = type(value)
+    if kind is int:
         return int(value)
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+    if kind is float and value.is_integer():
+        return int(value)
+    if kind is str and value.strip().lstrip("-").isdigit():
         return int(value)
     return None
 
 
 def text(value: Any) -> str:
     """A non-empty identifier as text ("" when absent or not a scalar)."""
-    if isinstance(value, str):
-        return value.strip()
-    if isinstance(value, int) and not isinstance(value, bool):
+    kind = type(value)
+    if kind is str:
+        return str(value).strip()
+    if kind is int:
         return str(value)
     return ""
 
@@ -149,54 +149,70 @@ class Order(msgspec.Struct, gc=False):
     points_redeemed: int
 
 
+def _identifier(value: Any) -> str:
+    return value.strip() if type(value) is str else text(value)
+
+
 def _product_line(raw: Any) -> ProductLine | None:
-    if not isinstance(raw, dict):
+    if type(raw) is not dict:
         return None
-    price = money_cents(raw.get("price"))
-    quantity = whole_number(raw.get("quantity", 1))
+    get = raw.get
+    price = get("price")
+    price = round(price * 100) if type(price) is float and math.isfinite(price) else money_cents(price)
+    quantity = get("quantity", 1)
+    if type(quantity) is not int:
+        quantity = whole_number(quantity)
     if price is None or price < 0 or quantity is None or quantity < 1:
         return None
-    discount = money_cents(raw.get("discount")) or 0
+    gross = price * quantity
+    discount = get("discount")
+    discount = (money_cents(discount) or 0) if discount is not None else 0
+    category = get("category")
+    brand = get("brand")
     return ProductLine(
-        product_id=text(raw.get("product_id")),
-        sku=text(raw.get("sku")),
-        category=text(raw.get("category")).casefold(),
-        brand=text(raw.get("brand")).casefold(),
-        quantity=quantity,
-        gross=price * quantity,
-        discount=min(max(discount, 0), price * quantity),
+        _identifier(get("product_id")),
+        _identifier(get("sku")),
+        category.strip().casefold() if type(category) is str else "",
+        brand.strip().casefold() if type(brand) is str else "",
+        quantity,
+        gross,
+        min(max(discount, 0), gross),
     )
+
+
+def _amount(properties: Mapping[str, Any], key: str) -> int | None:
+    value = properties.get(key)
+    return None if value is None else money_cents(value)
 
 
 def parse_order(properties: Mapping[str, Any], message_id: str) -> Order:
     """An ``Order Completed`` call's facts; the order id defaults to the message id."""
     lines: list[ProductLine] = []
     products = properties.get("products")
-    if isinstance(products, list):
+    if type(products) is list:
         for raw in products:
             line = _product_line(raw)
             if line is not None:
                 lines.append(line)
-    shipping = max(money_cents(properties.get("shipping")) or 0, 0)
-    tax = max(money_cents(properties.get("tax")) or 0, 0)
-    subtotal = money_cents(properties.get("subtotal"))
-    if subtotal is None:
-        total = money_cents(properties.get("total"))
-        if total is None:
-            total = money_cents(properties.get("revenue")) or 0
-            shipping_and_tax = 0
-        else:
-            shipping_and_tax = shipping + tax
-        subtotal = total - shipping_and_tax
-    redeemed = whole_number(properties.get("points_redeemed")) or 0
+    shipping = max(_amount(properties, "shipping") or 0, 0)
+    tax = max(_amount(properties, "tax") or 0, 0)
+    fallback = 0
+    if not lines:
+        subtotal = _amount(properties, "subtotal")
+        total = _amount(properties, "total")
+        if subtotal is None and total is not None:
+            subtotal = total - shipping - tax
+        fallback = max(subtotal if subtotal is not None else _amount(properties, "revenue") or 0, 0)
+    redeemed = properties.get("points_redeemed")
+    redeemed = whole_number(redeemed) or 0 if redeemed is not None else 0
     return Order(
-        order_id=text(properties.get("order_id")) or message_id,
+        order_id=_identifier(properties.get("order_id")) or message_id,
         lines=lines,
         has_line_discounts=any(line.discount for line in lines),
-        discount=max(money_cents(properties.get("discount")) or 0, 0),
+        discount=max(_amount(properties, "discount") or 0, 0),
         shipping=shipping,
         tax=tax,
-        fallback_amount=max(subtotal, 0),
+        fallback_amount=fallback,
         points_redeemed=max(redeemed, 0),
     )
 

@@ -9,9 +9,16 @@ folded into one ``carried`` entry, so the sum still holds.
 
 from __future__ import annotations
 
+import hashlib
 from bisect import insort
 
-from loyalty_cdp.core.loyalty.periods import DAY_MS, NEVER, start_of_month, start_of_year
+from loyalty_cdp.core.loyalty.periods import (
+    DAY_MS,
+    NEVER,
+    start_of_day,
+    start_of_month,
+    start_of_year,
+)
 from loyalty_cdp.core.loyalty.program import (
     DaysAfterEarn,
     EndOfMonth,
@@ -21,10 +28,16 @@ from loyalty_cdp.core.loyalty.program import (
 )
 from loyalty_cdp.core.loyalty.state import Entry, Lot, LoyaltyState
 
-MAX_ENTRIES = 32
+MAX_ENTRIES = 16
 
 
-def _spend_order(lot: Lot) -> tuple[int, int, str]:
+def lot_ref(cause: str) -> int:
+    """A lot's stable id: 63 bits of blake2b of its cause (a message id and a suffix)."""
+    digest = hashlib.blake2b(cause.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> 1
+
+
+def _spend_order(lot: Lot) -> tuple[int, int, int]:
     return (lot.expires_at, lot.earned_at, lot.ref)
 
 
@@ -33,7 +46,7 @@ class LedgerPlan:
 
     __slots__ = (
         "allow_negative",
-        "days_after_earn_ms",
+        "days_after_earn",
         "end_of_month",
         "end_of_year",
         "inactivity_ms",
@@ -48,15 +61,18 @@ class LedgerPlan:
         self.warn_ms = ledger.expiring_soon_days * DAY_MS
         self.allow_negative = ledger.refund_policy == "allow_negative"
         self.refund_window_ms = ledger.refund_window_days * DAY_MS
-        self.days_after_earn_ms = expiry.days * DAY_MS if isinstance(expiry, DaysAfterEarn) else 0
+        self.days_after_earn = expiry.days if isinstance(expiry, DaysAfterEarn) else 0
         self.end_of_month = expiry.months if isinstance(expiry, EndOfMonth) else -1
         self.end_of_year = expiry.years if isinstance(expiry, EndOfYear) else -1
         self.inactivity_ms = expiry.days * DAY_MS if isinstance(expiry, InactivityDays) else 0
 
     def expires_at(self, earned_at: int) -> int:
-        """When points earned at ``earned_at`` expire under a per-lot policy (else NEVER)."""
-        if self.days_after_earn_ms:
-            return earned_at + self.days_after_earn_ms
+        """When points earned at ``earned_at`` expire under a per-lot policy (else NEVER).
+
+        ``days_after_earn``: at the end of the N-th day after the earning day.
+        """
+        if self.days_after_earn:
+            return start_of_day(earned_at) + (self.days_after_earn + 1) * DAY_MS
         if self.end_of_month >= 0:
             return start_of_month(earned_at, self.end_of_month + 1)
         if self.end_of_year >= 0:
@@ -69,7 +85,8 @@ def add_entry(state: LoyaltyState, at: int, kind: str, points: int, ref: str) ->
     entries.append(Entry(at=at, kind=kind, points=points, ref=ref))
     if len(entries) > MAX_ENTRIES:
         first, second = entries[0], entries[1]
-        entries[0:2] = [Entry(at=second.at, kind="carried", points=first.points + second.points, ref="")]
+        carried = Entry(at=second.at, kind="carried", points=first.points + second.points, ref="")
+        entries[0:2] = [carried]
 
 
 def _repay(state: LoyaltyState, lot: Lot) -> None:
@@ -79,21 +96,40 @@ def _repay(state: LoyaltyState, lot: Lot) -> None:
         state.debt -= paid
 
 
+def _active_lot(state: LoyaltyState, expires_at: int) -> Lot | None:
+    for lot in state.lots:
+        if lot.expires_at == expires_at and not lot.pending:
+            return lot
+    return None
+
+
 def credit(
     state: LoyaltyState,
     plan: LedgerPlan,
     *,
-    ref: str,
+    ref: int,
     source: str,
     at: int,
     points: int,
     pending: bool,
     kind: str,
 ) -> Lot:
-    """Add a lot of ``points`` earned at ``at`` (pending for the return window if asked)."""
+    """Add ``points`` earned at ``at``: a pending lot for a purchase within its return window,
+    otherwise into the active lot of the same expiry date (created when there is none)."""
     pending = pending and plan.pending_ms > 0
     expires_at = plan.expires_at(at)
-    warn_at = expires_at - plan.warn_ms if plan.warn_ms and expires_at != NEVER else NEVER
+    warn_at = max(expires_at - plan.warn_ms, at) if plan.warn_ms and expires_at != NEVER else NEVER
+    add_entry(state, at, kind, points, source)
+    # Handlers may only lower the next wake-up (see schedule.next_due).
+    state.due = min(state.due, warn_at, expires_at, at + plan.pending_ms if pending else NEVER)
+    if not pending:
+        same = _active_lot(state, expires_at)
+        if same is not None:
+            same.points += points
+            same.remaining += points
+            same.warn_at = min(same.warn_at, warn_at)
+            _repay(state, same)
+            return same
     lot = Lot(
         ref=ref,
         source=source,
@@ -106,25 +142,40 @@ def credit(
         pending=pending,
     )
     insort(state.lots, lot, key=_spend_order)
-    add_entry(state, at, kind, points, ref)
     if not pending:
         _repay(state, lot)
     return lot
 
 
 def activate(state: LoyaltyState, lot: Lot) -> None:
-    """Pending -> active (the return window has passed); an outstanding debt is paid first."""
+    """Pending -> active (the return window has passed): merge into the active lot of the
+    same expiry date, if any; an outstanding debt is paid first."""
     lot.pending = False
+    same = _active_lot(state, lot.expires_at)
+    if same is not None and same is not lot:
+        same.points += lot.points
+        same.remaining += lot.remaining
+        same.warn_at = min(same.warn_at, lot.warn_at)
+        lot.remaining = 0
+        lot = same
     _repay(state, lot)
 
 
 def balance(state: LoyaltyState) -> int:
     """Spendable points: active lots' remaining points minus any debt."""
-    return sum(lot.remaining for lot in state.lots if not lot.pending) - state.debt
+    total = -state.debt
+    for lot in state.lots:
+        if not lot.pending:
+            total += lot.remaining
+    return total
 
 
 def pending_points(state: LoyaltyState) -> int:
-    return sum(lot.remaining for lot in state.lots if lot.pending)
+    total = 0
+    for lot in state.lots:
+        if lot.pending:
+            total += lot.remaining
+    return total
 
 
 def projected_balance(state: LoyaltyState, at: int) -> int:
@@ -140,6 +191,14 @@ def projected_balance(state: LoyaltyState, at: int) -> int:
     return points - state.debt
 
 
+def drop_closed(state: LoyaltyState) -> None:
+    """Forget lots with nothing left (their history is in the entries and emitted events)."""
+    for lot in state.lots:
+        if not lot.remaining:
+            state.lots = [lot for lot in state.lots if lot.remaining]
+            return
+
+
 def spend(state: LoyaltyState, points: int) -> int:
     """Take up to ``points`` from active lots, soonest-expiring first; returns what was taken."""
     wanted = points
@@ -151,17 +210,22 @@ def spend(state: LoyaltyState, points: int) -> int:
         taken = min(wanted, lot.remaining)
         lot.remaining -= taken
         wanted -= taken
+    drop_closed(state)
     return points - wanted
 
 
-def take_from_lot(state: LoyaltyState, ref: str, points: int) -> int:
-    """Take up to ``points`` from the lot ``ref`` (pending or active); returns what was taken."""
-    for lot in state.lots:
-        if lot.ref == ref:
-            taken = min(points, lot.remaining)
-            lot.remaining -= taken
-            return taken
-    return 0
+def take_from_lot(state: LoyaltyState, ref: int, expires_at: int, points: int) -> int:
+    """Take up to ``points`` from lot ``ref`` or, once merged, the active lot expiring at
+    ``expires_at``; returns what was taken."""
+    found = next((lot for lot in state.lots if lot.ref == ref), None) if ref else None
+    if found is None:
+        found = _active_lot(state, expires_at)
+    if found is None:
+        return 0
+    taken = min(points, found.remaining)
+    found.remaining -= taken
+    drop_closed(state)
+    return taken
 
 
 def expire(state: LoyaltyState, lot: Lot) -> int:
@@ -170,9 +234,3 @@ def expire(state: LoyaltyState, lot: Lot) -> int:
     lot.remaining = 0
     state.expired_points += points
     return points
-
-
-def drop_closed(state: LoyaltyState) -> None:
-    """Forget lots with nothing left (their history is in the entries and emitted events)."""
-    if any(not lot.remaining for lot in state.lots):
-        state.lots = [lot for lot in state.lots if lot.remaining]

@@ -25,9 +25,9 @@ from loyalty_cdp.core.loyalty.state import LoyaltyState
 BIRTHDAY_MIN_DAYS = 330
 
 
-def next_due(state: LoyaltyState) -> int:
-    """The earliest instant at which a transition is scheduled (NEVER when none is)."""
-    due = min(
+def member_due(state: LoyaltyState) -> int:
+    """The earliest member-level transition (inactivity, tier, birthday, anniversary)."""
+    return min(
         state.inactivity_expire_at,
         state.inactivity_warn_at,
         state.tier_warn_at,
@@ -36,6 +36,15 @@ def next_due(state: LoyaltyState) -> int:
         state.next_birthday_at,
         state.next_anniversary_at,
     )
+
+
+def next_due(state: LoyaltyState) -> int:
+    """The earliest instant at which a transition is scheduled (NEVER when none is).
+
+    Between two runs ``state.due`` may be earlier than this (handlers only ever lower
+    it); an early wake-up finds nothing to do and recomputes it.
+    """
+    due = member_due(state)
     for lot in state.lots:
         if lot.pending and lot.active_at < due:
             due = lot.active_at
@@ -48,9 +57,9 @@ def next_due(state: LoyaltyState) -> int:
 
 def _lots(fold: FoldContext, at: int) -> None:
     state = fold.state
-    warnings: dict[int, list[int | str]] = {}
+    warnings: dict[int, list[int]] = {}
     expired = 0
-    first_expired = ""
+    first_expired = 0
     for lot in state.lots:
         if lot.pending and lot.active_at <= at:
             ledger.activate(state, lot)
@@ -58,7 +67,7 @@ def _lots(fold: FoldContext, at: int) -> None:
             lot.warn_at = NEVER
             if lot.remaining and lot.expires_at > at:
                 group = warnings.setdefault(lot.expires_at, [0, lot.ref])
-                group[0] = int(group[0]) + lot.remaining
+                group[0] += lot.remaining
         if lot.expires_at <= at and lot.remaining:
             first_expired = first_expired or lot.ref
             expired += ledger.expire(state, lot)
@@ -70,7 +79,7 @@ def _lots(fold: FoldContext, at: int) -> None:
             "points_balance": ledger.balance(state),
         })
     if expired:
-        ledger.add_entry(state, at, "expire", -expired, first_expired)
+        ledger.add_entry(state, at, "expire", -expired, "expiry")
         fold.emit(POINTS_EXPIRED, at, f"{at}:{first_expired}", {
             "points": expired,
             "reason": "expiry_date",
@@ -112,9 +121,9 @@ def _tiers(fold: FoldContext, at: int) -> None:
             fold.emit(TIER_DOWNGRADE_WARNING, at, f"{review_at}:{warning.tier}", {
                 "tier": warning.tier,
                 "metric": plan.metric,
-                "metric_value": warning.metric,
-                "threshold": warning.threshold,
-                "needed": warning.needed,
+                "metric_value": tiers.display(plan.metric, warning.metric),
+                "threshold": tiers.display(plan.metric, warning.threshold),
+                "needed": tiers.display(plan.metric, warning.needed),
                 "review_at": iso(warning.review_at),
                 "downgrade_to": warning.downgrade_to,
                 "grace_days": plan.grace_ms // 86_400_000,

@@ -19,13 +19,15 @@ _encoder = msgspec.msgpack.Encoder()
 
 
 class Lot(msgspec.Struct, array_like=True, gc=False):
-    """Points earned together, spent and expired together.
+    """Points that are spent and expire together.
 
-    A lot is *pending* until ``active_at``, then *active* until spent, expired or
-    reversed. ``ref`` is stable across replays (derived from the causing message id).
+    A purchase's lot is *pending* until ``active_at`` (the return window), then *active*.
+    Active lots that expire at the same instant are merged into one, so a member has
+    about one active lot per expiry date. ``ref`` is a 64-bit hash of the causing
+    message id, stable across replays; ``source`` says what first created the lot.
     """
 
-    ref: str
+    ref: int
     source: str  # "order:<id>", "bonus:<rule>", "milestone:<id>", "adjustment:<id>", ...
     earned_at: int
     active_at: int
@@ -42,7 +44,7 @@ class Entry(msgspec.Struct, array_like=True, gc=False):
     at: int
     kind: str
     points: int
-    ref: str
+    ref: str  # what caused it: "order:<id>", "refund:<id>", "redemption:<key>", ...
 
 
 class OrderLine(msgspec.Struct, array_like=True, gc=False):
@@ -59,7 +61,8 @@ class OrderRecord(msgspec.Struct, array_like=True, gc=False):
     """What a refund of the order needs to know, kept for ``ledger.refund_window_days``."""
 
     at: int
-    lot_ref: str
+    lot_ref: int  # the order's pending lot, 0 when it earned nothing
+    expires_at: int  # its expiry: once active, its points sit in that date's lot
     lines: list[OrderLine]
     bonus_points: int  # order-level points (order bonuses), not tied to a line
     points: int  # everything the order earned
@@ -100,7 +103,9 @@ class LoyaltyState(msgspec.Struct, kw_only=True, omit_defaults=True):
     tier_warn_at: int = NEVER
     downgrade_at: int = NEVER
     downgrade_to: str = ""
-    qualifying: list[tuple[int, int]] = []  # (time, value) added to the tier metric
+    qualifying: list[tuple[int, int]] = []  # (UTC day, value) added to the tier metric
+    metric_from_day: int = -1  # the current window's first day, and the metric since then
+    metric_sum: int = 0
     purchase_count: int = 0
     milestones: list[str] = []
     anniversaries: int = 0
@@ -111,7 +116,7 @@ class LoyaltyState(msgspec.Struct, kw_only=True, omit_defaults=True):
     inactivity_expire_at: int = NEVER
     inactivity_warn_at: int = NEVER
     orders: dict[str, OrderRecord] = {}
-    seen: dict[int, int] = {}  # hashed command keys -> when, for idempotency
+    seen: dict[int, int] = {}  # hashed refund and adjustment ids -> when, for idempotency
     bonus_counts: dict[str, tuple[int, int, int]] = {}  # rule -> (lifetime, day, that day's)
     rule_points: dict[str, int] = {}  # points granted per budgeted rule
     reward_counts: dict[str, int] = {}

@@ -16,13 +16,6 @@ from loyalty_cdp.core.loyalty.periods import NEVER, iso
 from loyalty_cdp.core.loyalty.state import LoyaltyState
 
 
-def _metric_value(metric: str, value: int | None) -> float | int | None:
-    """Spend is kept in hundredths; show it in currency units."""
-    if value is None or metric != "qualifying_spend":
-        return value
-    return value / 100
-
-
 def _next_expiry(state: LoyaltyState, at: int) -> dict[str, Any] | None:
     lapsed = state.inactivity_expire_at
     soonest = NEVER
@@ -75,10 +68,10 @@ def loyalty_summary(book: ProgramBook, state: LoyaltyState, at: int | None = Non
         },
         "progress": {
             "metric": progress.metric,
-            "value": _metric_value(progress.metric, progress.value),
+            "value": tiers.display(progress.metric, progress.value),
             "next_tier": progress.next_tier,
-            "threshold": _metric_value(progress.metric, progress.threshold),
-            "remaining": _metric_value(progress.metric, progress.remaining),
+            "threshold": tiers.display(progress.metric, progress.threshold),
+            "remaining": tiers.display(progress.metric, progress.remaining),
         },
         "next_expiry": _next_expiry(state, when),
         "milestones": list(state.milestones),

@@ -14,6 +14,8 @@ return what happened; the engine turns that into events.
 
 from __future__ import annotations
 
+from bisect import bisect_left
+
 import msgspec
 
 from loyalty_cdp.core.loyalty.periods import (
@@ -21,13 +23,14 @@ from loyalty_cdp.core.loyalty.periods import (
     NEVER,
     add_months,
     civil_from_days,
+    start_of_day,
     start_of_year,
 )
 from loyalty_cdp.core.loyalty.program import Tiers, cents, milli
 from loyalty_cdp.core.loyalty.state import LoyaltyState
 
 # Contributions older than this can no longer count in any window (12 months + margin).
-_KEEP_MS = 370 * DAY_MS
+_KEEP_DAYS = 370
 
 
 class TierPlan:
@@ -78,6 +81,13 @@ class TierPlan:
         return best
 
 
+def display(metric_name: str, value: int | None) -> float | int | None:
+    """A metric value as members read it: spend in currency units, others as counted."""
+    if value is None or metric_name != "qualifying_spend":
+        return value
+    return value / 100
+
+
 class TierChange(msgspec.Struct, frozen=True, gc=False):
     old: str
     new: str
@@ -95,8 +105,8 @@ class DowngradeWarning(msgspec.Struct, frozen=True, gc=False):
 
 
 def _anniversary_start(state: LoyaltyState, at: int) -> int:
-    """Start of the membership year holding ``at``."""
-    enrolled = state.enrolled_at if state.enrolled_at >= 0 else at
+    """Start (midnight) of the membership year holding ``at``."""
+    enrolled = start_of_day(state.enrolled_at if state.enrolled_at >= 0 else at)
     years = civil_from_days(at // DAY_MS)[0] - civil_from_days(enrolled // DAY_MS)[0]
     start = add_months(enrolled, 12 * years)
     return start if start <= at else add_months(enrolled, 12 * (years - 1))
@@ -129,16 +139,58 @@ def period_end(plan: TierPlan, state: LoyaltyState, at: int) -> int:
 
 
 def metric(state: LoyaltyState, low: int, high: int) -> int:
-    return sum(value for at, value in state.qualifying if low <= at < high)
+    """The metric over [low, high): contributions are counted in whole UTC days."""
+    total = 0
+    for day, value in reversed(state.qualifying):
+        at = day * DAY_MS
+        if at < low:
+            break
+        if at < high:
+            total += value
+    return total
+
+
+def current_metric(plan: TierPlan, state: LoyaltyState, at: int) -> int:
+    """The metric of the current window at ``at``, kept up to date in the state: when the
+    window's first day moves forward only the days it leaves behind are subtracted."""
+    low, _ = current_window(plan, state, at)
+    first_day = -(-low // DAY_MS)
+    cached = state.metric_from_day
+    if cached == first_day:
+        return state.metric_sum
+    if 0 <= cached < first_day:
+        left = 0
+        for day, value in state.qualifying:
+            if day >= first_day:
+                break
+            if day >= cached:
+                left += value
+        state.metric_sum -= left
+    else:
+        state.metric_sum = sum(value for day, value in state.qualifying if day >= first_day)
+    state.metric_from_day = first_day
+    return state.metric_sum
 
 
 def add_contribution(state: LoyaltyState, at: int, value: int, now: int) -> None:
-    """Count ``value`` at time ``at`` (negative for refunds); forgets what no window can see."""
+    """Count ``value`` on the day of ``at`` (negative for a refund of an order of that day),
+    and forget days no window can see any more."""
+    items = state.qualifying
+    day = at // DAY_MS
+    if value and 0 <= state.metric_from_day <= day:
+        state.metric_sum += value
     if value:
-        state.qualifying.append((at, value))
-    oldest = now - _KEEP_MS
-    if state.qualifying and state.qualifying[0][0] < oldest:
-        state.qualifying = [item for item in state.qualifying if item[0] >= oldest]
+        if not items or items[-1][0] < day:
+            items.append((day, value))
+        else:
+            index = bisect_left(items, (day, -(1 << 62)))
+            if index < len(items) and items[index][0] == day:
+                items[index] = (day, items[index][1] + value)
+            else:
+                items.insert(index, (day, value))
+    oldest = now // DAY_MS - _KEEP_DAYS
+    if items and items[0][0] < oldest:
+        state.qualifying = [item for item in items if item[0] >= oldest]
 
 
 def _hold(plan: TierPlan, state: LoyaltyState, position: int, at: int) -> None:
@@ -151,7 +203,7 @@ def _hold(plan: TierPlan, state: LoyaltyState, position: int, at: int) -> None:
         state.tier_warn_at = NEVER
         return
     state.review_at = period_end(plan, state, at)
-    state.tier_warn_at = state.review_at - plan.warning_ms if plan.warning_ms else NEVER
+    state.tier_warn_at = max(state.review_at - plan.warning_ms, at) if plan.warning_ms else NEVER
 
 
 def enrol(plan: TierPlan, state: LoyaltyState, at: int) -> None:
@@ -162,7 +214,9 @@ def enrol(plan: TierPlan, state: LoyaltyState, at: int) -> None:
 def check_upgrade(plan: TierPlan, state: LoyaltyState, at: int) -> TierChange | None:
     """Upgrade at once when the current window's metric meets a higher threshold."""
     current = plan.position(state.tier)
-    value = metric(state, *current_window(plan, state, at))
+    if current == len(plan.names) - 1 and state.downgrade_at == NEVER:
+        return None
+    value = current_metric(plan, state, at)
     reached = plan.qualified(value)
     if reached > current:
         old = state.tier
@@ -204,7 +258,7 @@ def _move_down(
 def downgrade(plan: TierPlan, state: LoyaltyState, at: int) -> TierChange | None:
     """The end of a grace period: move down unless the member re-qualified meanwhile."""
     current = plan.position(state.tier)
-    value = metric(state, *current_window(plan, state, at))
+    value = current_metric(plan, state, at)
     target = max(plan.position(state.downgrade_to), plan.qualified(value))
     if target >= current:
         _hold(plan, state, current, at)
