@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from loyalty_cdp.adapters.eventlog.base import EventLog
+from loyalty_cdp.adapters.eventlog.base import AppendResult, EventLog
 from loyalty_cdp.adapters.keystore import KeyStore
+from loyalty_cdp.adapters.profilestore.base import ProfileStore
 from loyalty_cdp.api.metrics import Metrics
 from loyalty_cdp.services.appender import GroupCommitAppender
+from loyalty_cdp.services.processor import Processor
 from loyalty_cdp.settings import Settings
 
 
@@ -23,6 +25,12 @@ def open_event_log(settings: Settings) -> EventLog:
     return SqliteEventLog(settings.data_dir / "events.db")
 
 
+def open_profile_store(settings: Settings) -> ProfileStore:
+    from loyalty_cdp.adapters.profilestore.sqlite import SqliteProfileStore
+
+    return SqliteProfileStore(settings.data_dir / "profiles.db")
+
+
 def open_key_store(settings: Settings) -> KeyStore:
     return KeyStore(settings.data_dir / "keys.db")
 
@@ -36,12 +44,16 @@ class Components:
     keys: KeyStore
     metrics: Metrics
     appender: GroupCommitAppender
+    processor: Processor
 
     async def start(self) -> None:
         self.appender.start()
+        self.processor.start()
 
     async def close(self) -> None:
         await self.appender.close()
+        self.processor.stop()
+        self.processor.close()
         self.keys.close()
         self.event_log.close()
 
@@ -49,12 +61,18 @@ class Components:
 def build(settings: Settings, metrics: Metrics) -> Components:
     """Open the stores and wire the services. Call inside the server's event loop."""
     event_log = open_event_log(settings)
-    appender = GroupCommitAppender(
-        event_log, capacity=settings.ingest_queue_events, on_append=metrics.record_append
-    )
+    processor = Processor(event_log, open_profile_store(settings))
+
+    def appended(result: AppendResult) -> None:
+        metrics.record_append(result)
+        processor.notify()
+
+    appender = GroupCommitAppender(event_log, capacity=settings.ingest_queue_events, on_append=appended)
     metrics.watch(
         queue_depth=lambda: appender.queued_events,
         log_events=lambda: event_log.count(),
         log_bytes=lambda: event_log.size_bytes(),
+        processor_lag=lambda: event_log.last_offset() - processor.offset,
+        members=lambda: len(processor.view),
     )
-    return Components(settings, event_log, open_key_store(settings), metrics, appender)
+    return Components(settings, event_log, open_key_store(settings), metrics, appender, processor)

@@ -50,6 +50,11 @@ class Metrics:
         self.log_bytes = Gauge(
             "lcdp_eventlog_bytes", "Bytes the event log occupies", registry=self.registry
         )
+        self.processor_lag = Gauge(
+            "lcdp_processor_lag_events", "Events in the log not yet folded into profiles",
+            registry=self.registry,
+        )
+        self.members = Gauge("lcdp_members", "Member profiles held", registry=self.registry)
 
     def record_append(self, result: AppendResult) -> None:
         self.appended.inc(result.appended)
@@ -58,12 +63,15 @@ class Metrics:
 
     def watch(
         self, queue_depth: Callable[[], float], log_events: Callable[[], float],
-        log_bytes: Callable[[], float],
+        log_bytes: Callable[[], float], processor_lag: Callable[[], float],
+        members: Callable[[], float],
     ) -> None:
         """Gauges read at scrape time, so they cost nothing between scrapes."""
         self.queue_depth.set_function(queue_depth)
         self.log_events.set_function(log_events)
         self.log_bytes.set_function(log_bytes)
+        self.processor_lag.set_function(processor_lag)
+        self.members.set_function(members)
 
 
 class TimingMiddleware:

@@ -1,0 +1,1 @@
+"""Profile stores: the processor's state (identity graph, profiles) with its log offset."""

@@ -1,0 +1,116 @@
+"""The embedded profile store: ``<data-dir>/profiles.db``, SQLite in WAL mode."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import msgspec
+
+from loyalty_cdp.adapters.profilestore.base import Changes, IdentityRecord, Snapshot
+from loyalty_cdp.core.identity import Member
+from loyalty_cdp.errors import StorageUnavailable
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS members (member_id TEXT PRIMARY KEY, identities BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS profiles (member_id TEXT PRIMARY KEY, state BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS processor (id INTEGER PRIMARY KEY CHECK (id = 1), log_offset INTEGER NOT NULL);
+INSERT OR IGNORE INTO processor (id, log_offset) VALUES (1, 0);
+CREATE TABLE IF NOT EXISTS identity_history (
+    member_id TEXT NOT NULL, action TEXT NOT NULL, message_id TEXT NOT NULL, timestamp INTEGER NOT NULL,
+    kind TEXT NOT NULL, value TEXT NOT NULL, other_id TEXT, reason TEXT
+);
+CREATE INDEX IF NOT EXISTS identity_history_member ON identity_history (member_id);
+"""
+
+_encode = msgspec.msgpack.Encoder().encode
+_decode_identities = msgspec.msgpack.Decoder(dict[str, list[str]]).decode
+
+
+class SqliteProfileStore:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        try:
+            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA secure_delete=ON")
+            self._db.execute("PRAGMA busy_timeout=10000")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise StorageUnavailable(f"profile store {path}: {exc}") from exc
+        self._lock = threading.Lock()
+
+    def load(self) -> Snapshot:
+        with self._lock:
+            (offset,) = self._db.execute("SELECT log_offset FROM processor").fetchone()
+            members = [
+                Member(id=member_id, identities=_decode_identities(blob))
+                for member_id, blob in self._db.execute("SELECT member_id, identities FROM members")
+            ]
+            profiles = dict(self._db.execute("SELECT member_id, state FROM profiles"))
+        return Snapshot(offset=offset, members=members, profiles=profiles)
+
+    def commit(self, changes: Changes) -> None:
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    if changes.removed_members:
+                        self._db.executemany("DELETE FROM members WHERE member_id = ?",
+                                             [(m,) for m in changes.removed_members])
+                    if changes.removed_profiles:
+                        self._db.executemany("DELETE FROM profiles WHERE member_id = ?",
+                                             [(m,) for m in changes.removed_profiles])
+                    self._db.executemany(
+                        "INSERT OR REPLACE INTO members (member_id, identities) VALUES (?, ?)",
+                        [(m.id, _encode(m.identities)) for m in changes.members],
+                    )
+                    self._db.executemany(
+                        "INSERT OR REPLACE INTO profiles (member_id, state) VALUES (?, ?)",
+                        list(changes.profiles.items()),
+                    )
+                    self._db.executemany(
+                        "UPDATE identity_history SET member_id = ? WHERE member_id = ?",
+                        [(new, old) for old, new in changes.renamed.items()],
+                    )
+                    self._db.executemany(
+                        "INSERT INTO identity_history VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        [msgspec.structs.astuple(record) for record in changes.history],
+                    )
+                    self._db.execute("UPDATE processor SET log_offset = ?", (changes.offset,))
+                    self._db.execute("COMMIT")
+                finally:
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+            except sqlite3.Error as exc:
+                raise StorageUnavailable(f"profile store {self.path}: {exc}") from exc
+
+    def history(self, member_id: str) -> list[IdentityRecord]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM identity_history WHERE member_id = ? ORDER BY timestamp, rowid", (member_id,)
+            ).fetchall()
+        return [IdentityRecord(*row) for row in rows]
+
+    def iter_profiles(self) -> Iterator[tuple[str, bytes]]:
+        with self._lock:
+            rows = self._db.execute("SELECT member_id, state FROM profiles ORDER BY member_id").fetchall()
+        yield from rows
+
+    def reset(self) -> None:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("DELETE FROM members")
+            self._db.execute("DELETE FROM profiles")
+            self._db.execute("DELETE FROM identity_history")
+            self._db.execute("UPDATE processor SET log_offset = 0")
+            self._db.execute("COMMIT")
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
