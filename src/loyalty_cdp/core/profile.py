@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import sys
 from array import array
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right, insort
 from collections.abc import Callable, Iterable, Sequence
 from functools import lru_cache
 from hashlib import blake2b
@@ -65,7 +65,7 @@ class ChannelActivity(msgspec.Struct, array_like=True, gc=False):
     spend: int = 0
 
 
-class WishlistItem(msgspec.Struct, frozen=True, gc=False):
+class WishlistItem(msgspec.Struct, frozen=True, gc=False, array_like=True, omit_defaults=True):
     """The latest wishlist action on a product; ``price`` is the price when it was added."""
 
     updated_at: int
@@ -77,7 +77,7 @@ class WishlistItem(msgspec.Struct, frozen=True, gc=False):
     brand: str | None = None
 
 
-class Decayed(msgspec.Struct, gc=False):
+class Decayed(msgspec.Struct, gc=False, array_like=True):
     """Exponentially time-decayed weights per key, kept exactly and order-independently.
 
     Time is cut into eras of ``DECAY_ERA_HALF_LIVES`` half-lives since 1970. An event of
@@ -152,7 +152,7 @@ def _interest() -> Decayed:
     return Decayed(BROWSE_HALF_LIFE_DAYS)
 
 
-class Purchases(msgspec.Struct, kw_only=True, gc=False):
+class Purchases(msgspec.Struct, kw_only=True, gc=False, array_like=True, omit_defaults=True):
     orders: int = 0
     spend: int = 0
     first_at: int | None = None
@@ -168,14 +168,14 @@ class Purchases(msgspec.Struct, kw_only=True, gc=False):
     brands: Decayed = msgspec.field(default_factory=_affinity)
 
 
-class Browse(msgspec.Struct, kw_only=True, gc=False):
+class Browse(msgspec.Struct, kw_only=True, gc=False, array_like=True, omit_defaults=True):
     product_views: int = 0
     categories: Decayed = msgspec.field(default_factory=_interest)
     searches: int = 0
     recent_searches: dict[str, int] = msgspec.field(default_factory=dict)
 
 
-class Engagement(msgspec.Struct, kw_only=True, gc=False):
+class Engagement(msgspec.Struct, kw_only=True, gc=False, array_like=True, omit_defaults=True):
     emails_delivered: int = 0
     email_opens: int = 0
     email_clicks: int = 0
@@ -187,7 +187,7 @@ class Engagement(msgspec.Struct, kw_only=True, gc=False):
     rating_total: int = 0
 
 
-class PointsActivity(msgspec.Struct, kw_only=True, gc=False):
+class PointsActivity(msgspec.Struct, kw_only=True, gc=False, array_like=True, omit_defaults=True):
     earned: int = 0
     redeemed: int = 0
     redemptions: int = 0
@@ -195,7 +195,7 @@ class PointsActivity(msgspec.Struct, kw_only=True, gc=False):
     last_redemption_at: int | None = None
 
 
-class Activity(msgspec.Struct, kw_only=True, gc=False):
+class Activity(msgspec.Struct, kw_only=True, gc=False, omit_defaults=True):
     """The raw aggregates the signals are computed from (see ``docs/signals.md``)."""
 
     events: int = 0
@@ -209,7 +209,7 @@ class Activity(msgspec.Struct, kw_only=True, gc=False):
     wishlist: dict[str, WishlistItem] = msgspec.field(default_factory=dict)
 
 
-class Profile(msgspec.Struct, kw_only=True, gc=False):
+class Profile(msgspec.Struct, kw_only=True, gc=False, omit_defaults=True):
     """One member's unified profile. ``loyalty``, ``scores``, ``segments`` and ``consent``
     belong to the loyalty engine, the scoring jobs, segmentation and privacy: the fold
     carries them over untouched."""
@@ -226,8 +226,33 @@ class Profile(msgspec.Struct, kw_only=True, gc=False):
     consent: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
-_encode_activity = msgspec.msgpack.Encoder().encode
-_decode_activity = msgspec.msgpack.Decoder(Activity).decode
+def _copy_decayed(decayed: Decayed) -> Decayed:
+    sums = {key: list(eras) for key, eras in decayed.sums.items()}
+    return Decayed(decayed.half_life_days, decayed.era, sums)
+
+
+def _copy_activity(act: Activity) -> Activity:
+    """A copy the fold may change without touching the input profile (frozen parts shared)."""
+    replace = msgspec.structs.replace
+    buy, browse, engagement = act.purchases, act.browse, act.engagement
+    return replace(
+        act,
+        channels={name: replace(stats) for name, stats in act.channels.items()},
+        purchases=replace(
+            buy,
+            recent=list(buy.recent),
+            categories=_copy_decayed(buy.categories),
+            brands=_copy_decayed(buy.brands),
+        ),
+        browse=replace(
+            browse,
+            categories=_copy_decayed(browse.categories),
+            recent_searches=dict(browse.recent_searches),
+        ),
+        engagement=replace(engagement, recent_app_opens=list(engagement.recent_app_opens)),
+        points=replace(act.points),
+        wishlist=dict(act.wishlist),
+    )
 
 
 def message_hash(message_id: str) -> int:
@@ -243,11 +268,21 @@ def _unpack(blob: bytes) -> array[int]:
     return hashes
 
 
-def _pack(hashes: Iterable[int]) -> bytes:
-    packed = array("Q", sorted(hashes))
+def _pack(hashes: array[int]) -> bytes:
     if sys.byteorder == "big":
-        packed.byteswap()
-    return packed.tobytes()
+        hashes = array("Q", hashes)
+        hashes.byteswap()
+    return hashes.tobytes()
+
+
+def _insert_all(hashes: array[int], new: Iterable[int]) -> array[int]:
+    """``hashes`` (sorted) with ``new`` added, still sorted."""
+    added = sorted(new)
+    if len(added) > 64:
+        return array("Q", sorted([*hashes, *added]))
+    for value in added:
+        hashes.insert(bisect_left(hashes, value), value)
+    return hashes
 
 
 def amount(value: Any) -> float | None:
@@ -318,9 +353,11 @@ def _order(act: Activity, event: DecodedEvent, props: dict[str, Any], channel: s
     total = _order_value(props, lines)
     buy.orders += 1
     buy.spend += total
-    buy.first_at = at if buy.first_at is None else min(buy.first_at, at)
-    buy.last_at = at if buy.last_at is None else max(buy.last_at, at)
-    buy.recent.append(at)
+    if buy.first_at is None or at < buy.first_at:
+        buy.first_at = at
+    if buy.last_at is None or at > buy.last_at:
+        buy.last_at = at
+    insort(buy.recent, at)
     discount = _money(props.get("discount")) or 0
     coupon = props.get("coupon")
     has_coupon = isinstance(coupon, str) and coupon.strip() != ""
@@ -408,7 +445,7 @@ def _app_open(act: Activity, event: DecodedEvent, props: dict[str, Any], channel
     engagement.app_opens += 1
     last = engagement.last_app_open
     engagement.last_app_open = event.timestamp if last is None else max(last, event.timestamp)
-    engagement.recent_app_opens.append(event.timestamp)
+    insort(engagement.recent_app_opens, event.timestamp)
 
 
 def _review(act: Activity, event: DecodedEvent, props: dict[str, Any], channel: str) -> None:
@@ -460,15 +497,18 @@ TRACK_HANDLERS: dict[str, Callable[[Activity, DecodedEvent, dict[str, Any], str]
 def _apply(act: Activity, traits: dict[str, Trait], event: DecodedEvent) -> None:
     at = event.timestamp
     act.events += 1
-    act.first_seen = at if act.first_seen is None else min(act.first_seen, at)
-    act.last_seen = at if act.last_seen is None else max(act.last_seen, at)
+    if act.first_seen is None or at < act.first_seen:
+        act.first_seen = at
+    if act.last_seen is None or at > act.last_seen:
+        act.last_seen = at
     channel = (event.channel or "unknown")[:MAX_KEY_CHARS]
     stats = act.channels.get(channel)
     if stats is None:
         act.channels[channel] = stats = ChannelActivity(at, at)
-    else:
-        stats.first_seen = min(stats.first_seen, at)
-        stats.last_seen = max(stats.last_seen, at)
+    elif at < stats.first_seen:
+        stats.first_seen = at
+    elif at > stats.last_seen:
+        stats.last_seen = at
     stats.events += 1
     kind = event.type
     if kind == "track":
@@ -487,12 +527,11 @@ def _prune(act: Activity) -> None:
     """Drop what has left its window; each window ends at the latest time of its own kind."""
     buy = act.purchases
     if buy.last_at is not None:
-        start = buy.last_at - ORDER_WINDOW_DAYS * DAY_MS
-        buy.recent = sorted(t for t in buy.recent if t > start)
+        del buy.recent[: bisect_right(buy.recent, buy.last_at - ORDER_WINDOW_DAYS * DAY_MS)]
     engagement = act.engagement
     if engagement.last_app_open is not None:
         start = engagement.last_app_open - APP_WINDOW_DAYS * DAY_MS
-        engagement.recent_app_opens = sorted(t for t in engagement.recent_app_opens if t > start)
+        del engagement.recent_app_opens[: bisect_right(engagement.recent_app_opens, start)]
     searches = act.browse.recent_searches
     if len(searches) > RECENT_SEARCHES:
         by_recency = sorted(searches.items(), key=lambda item: (item[1], item[0]))
@@ -515,7 +554,7 @@ def fold(
         if member is None:
             raise InvalidInput("member", "a new profile needs its member from the identity graph")
         state = Profile(member_id=member.id)
-    act = _decode_activity(_encode_activity(state.activity))
+    act = _copy_activity(state.activity)
     traits = dict(state.traits)
     old_seen = _unpack(state.seen)
     old_count = len(old_seen)
@@ -532,7 +571,7 @@ def fold(
     if not new_seen:
         return _with_member(state, member)
     _prune(act)
-    seen = _pack([*old_seen, *new_seen])
+    seen = _pack(_insert_all(old_seen, new_seen))
     return _with_member(msgspec.structs.replace(state, traits=traits, activity=act, seen=seen), member)
 
 
@@ -566,11 +605,11 @@ def merge_profiles(first: Profile, second: Profile, member: Member) -> Profile:
     for key, trait in second.traits.items():
         if _lww_wins(trait.updated_at, trait.message_id, traits.get(key)):
             traits[key] = trait
-    act = _decode_activity(_encode_activity(first.activity))
+    act = _copy_activity(first.activity)
     _merge_activity(act, second.activity)
     _prune(act)
     profile = msgspec.structs.replace(
-        first, traits=traits, activity=act, seen=_pack([*first_seen, *second_seen])
+        first, traits=traits, activity=act, seen=_pack(_insert_all(first_seen, second_seen))
     )
     return _with_member(profile, member)
 
@@ -605,7 +644,7 @@ def _merge_activity(act: Activity, other: Activity) -> None:
                                  "coupon_orders", "points_paid", "refunds", "refund_amount"))
     buy.first_at = _earliest(buy.first_at, their_buy.first_at)
     buy.last_at = _latest(buy.last_at, their_buy.last_at)
-    buy.recent.extend(their_buy.recent)
+    buy.recent = sorted([*buy.recent, *their_buy.recent])
     buy.categories.merge(their_buy.categories)
     buy.brands.merge(their_buy.brands)
     browse = act.browse
@@ -618,7 +657,9 @@ def _merge_activity(act: Activity, other: Activity) -> None:
                                                 "email_clicks", "app_opens", "reviews",
                                                 "ratings", "rating_total"))
     engagement.last_app_open = _latest(engagement.last_app_open, theirs_engagement.last_app_open)
-    engagement.recent_app_opens.extend(theirs_engagement.recent_app_opens)
+    engagement.recent_app_opens = sorted(
+        [*engagement.recent_app_opens, *theirs_engagement.recent_app_opens]
+    )
     points = act.points
     _add_fields(points, other.points, ("earned", "redeemed", "redemptions"))
     points.first_redemption_at = _earliest(points.first_redemption_at,
