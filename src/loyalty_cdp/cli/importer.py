@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -21,7 +21,7 @@ import typer
 from loyalty_cdp.adapters.eventlog.base import EventLog
 from loyalty_cdp.adapters.pos_csv import LineError, ParsedOrder, read_orders
 from loyalty_cdp.bootstrap import open_event_log
-from loyalty_cdp.cli.simulate import progress_bar
+from loyalty_cdp.cli.simulate import PROGRESS_EVERY, progress_bar
 from loyalty_cdp.core.events import Event, normalise
 from loyalty_cdp.errors import InvalidInput
 from loyalty_cdp.settings import Settings
@@ -181,6 +181,34 @@ def _open_sink(data_dir: Path | None, target: str | None, write_key: str | None)
     return EventLogSink(open_event_log(Settings.from_env(data_dir=data_dir)))
 
 
+def _deliver(
+    records: Iterator[Record], sink: Sink, report: ErrorReport, progress: Callable[[int], None]
+) -> int:
+    """Validate every record and hand the valid ones to ``sink``; returns the lines read."""
+    lines = 0
+    batch: list[tuple[Event, dict[str, Any]]] = []
+    for record in records:
+        lines += len(record.lines)
+        if lines % PROGRESS_EVERY < len(record.lines):
+            progress(lines)
+        if record.call is None:
+            report.add(record.errors)
+            continue
+        try:
+            event = normalise(record.call, call_type=None, received_at=int(time.time() * 1000),
+                              default_message_id=record.call["messageId"])
+        except InvalidInput as exc:
+            report.add([LineError(number, exc.field, exc.reason) for number in record.lines])
+            continue
+        batch.append((event, record.call))
+        if len(batch) >= APPEND_CHUNK:
+            sink.write(batch)
+            batch = []
+    sink.write(batch)
+    sink.finish()
+    return lines
+
+
 def import_file(
     file: Path = typer.Argument(..., help="JSON Lines of Segment calls, or a POS CSV."),
     data_dir: Path | None = typer.Option(
@@ -209,33 +237,12 @@ def import_file(
     records = jsonl_records(file) if kind == "jsonl" else csv_records(file)
     report = ErrorReport(file)
     sink = _open_sink(data_dir, target, write_key)
-    lines = 0
     try:
         with progress_bar(None, f"importing {file.name}") as progress:
             task = progress.task_ids[0]
             if not progress.disable:
                 progress.update(task, total=_count_lines(file))
-            batch: list[tuple[Event, dict[str, Any]]] = []
-            for record in records:
-                lines += len(record.lines)
-                progress.advance(task, len(record.lines))
-                if record.call is None:
-                    report.add(record.errors)
-                    continue
-                try:
-                    event = normalise(
-                        record.call, call_type=None, received_at=int(time.time() * 1000),
-                        default_message_id=record.call["messageId"],
-                    )
-                except InvalidInput as exc:
-                    report.add([LineError(n, exc.field, exc.reason) for n in record.lines])
-                    continue
-                batch.append((event, record.call))
-                if len(batch) >= APPEND_CHUNK:
-                    sink.write(batch)
-                    batch = []
-            sink.write(batch)
-            sink.finish()
+            lines = _deliver(records, sink, report, lambda n: progress.update(task, completed=n))
     finally:
         sink.close()
     note = report.finish()

@@ -181,7 +181,7 @@ class BatchSender:
 
     @staticmethod
     def _backoff(attempt: int) -> float:
-        return min(BACKOFF_FIRST * 2**attempt, BACKOFF_MAX)
+        return min(BACKOFF_FIRST * 2.0**attempt, BACKOFF_MAX)
 
     def close(self) -> None:
         """Release the HTTP client (if this sender made it); unflushed calls are not sent."""
