@@ -35,7 +35,7 @@ class BatchServer:
     def __init__(self) -> None:
         self.batches: list[list[dict[str, Any]]] = []
         self.body_sizes: list[int] = []
-        self.scripted: deque[tuple[int, dict[str, str]]] = deque()
+        self.scripted: deque[tuple[int, dict[str, str], bytes]] = deque()
         self.requests = 0
         recorder = self
 
@@ -44,15 +44,15 @@ class BatchServer:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 recorder.requests += 1
                 expected = "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()
+                answer = b'{"success": true}'
                 if recorder.scripted:
-                    status, headers = recorder.scripted.popleft()
+                    status, headers, answer = recorder.scripted.popleft()
                 elif self.path != "/v1/batch" or self.headers["Authorization"] != expected:
-                    status, headers = 401, {}
+                    status, headers, answer = 401, {}, b'{"success": false}'
                 else:
                     status, headers = 200, {}
                     recorder.batches.append(json.loads(body)["batch"])
                     recorder.body_sizes.append(len(body))
-                answer = b'{"success": true}' if status == 200 else b'{"error": "scripted"}'
                 self.send_response(status)
                 for name, value in headers.items():
                     self.send_header(name, value)
@@ -109,7 +109,7 @@ def test_large_calls_are_split_to_stay_under_500_kb(server: BatchServer) -> None
 
 
 def test_429_waits_for_retry_after_and_5xx_backs_off(server: BatchServer) -> None:
-    server.scripted.extend([(429, {"Retry-After": "2"}), (503, {})])
+    server.scripted.extend([(429, {"Retry-After": "2"}, b""), (503, {}, b"busy")])
     waits: list[float] = []
     with BatchSender(server.url, WRITE_KEY, sleep=waits.append) as sender:
         sender.send(calls(10))
@@ -118,7 +118,7 @@ def test_429_waits_for_retry_after_and_5xx_backs_off(server: BatchServer) -> Non
 
 
 def test_the_sender_gives_up_after_its_attempts(server: BatchServer) -> None:
-    server.scripted.extend([(500, {})] * 3)
+    server.scripted.extend([(500, {}, b"oops")] * 3)
     waits: list[float] = []
     sender = BatchSender(server.url, WRITE_KEY, max_attempts=3, sleep=waits.append)
     with sender, pytest.raises(StorageUnavailable, match="gave up after 3 attempts"):
@@ -139,10 +139,24 @@ def test_an_unreachable_server_is_storage_unavailable() -> None:
 def test_client_errors_stop_at_once(
     server: BatchServer, status: int, error: type[Exception]
 ) -> None:
-    server.scripted.append((status, {}))
+    server.scripted.append((status, {}, b'{"success": false, "message": "scripted"}'))
     with BatchSender(server.url, WRITE_KEY) as sender, pytest.raises(error):
         sender.send(calls(1))
     assert server.requests == 1
+
+
+def test_events_a_server_rejects_from_a_stored_batch_are_recorded_and_sending_goes_on(
+    server: BatchServer,
+) -> None:
+    error = {"index": 0, "messageId": "m0", "field": "batch[0].userId", "reason": "bad"}
+    server.scripted.append(
+        (400, {}, json.dumps({"success": False, "accepted": 499, "rejected": 1,
+                              "errors": [error]}).encode())
+    )
+    with BatchSender(server.url, WRITE_KEY) as sender:
+        sender.send(calls(600))
+    assert sender.sent == 499 + 100 and sender.rejected == [error]
+    assert server.calls == calls(600)[500:]
 
 
 def test_a_wrong_write_key_is_unauthorized(server: BatchServer) -> None:

@@ -68,6 +68,8 @@ class Sink(Protocol):
     def finish(self) -> None:
         """Deliver whatever is still buffered."""
     def summary(self) -> str: ...
+    def rejected(self) -> list[str]:
+        """Events the destination refused although they passed local validation."""
     def close(self) -> None:
         """Release resources (without delivering: after an error nothing more is sent)."""
 
@@ -96,6 +98,9 @@ class EventLogSink:
                      "content: the first version is kept)")
         return text
 
+    def rejected(self) -> list[str]:
+        return []
+
     def close(self) -> None:
         self.log.close()
 
@@ -114,7 +119,16 @@ class TargetSink:
         self.sender.flush()
 
     def summary(self) -> str:
-        return f"sent {self.sender.sent:,} to {self.sender.url}"
+        text = f"sent {self.sender.sent:,} to {self.sender.url}"
+        if self.sender.rejected:
+            text += f", {len(self.sender.rejected):,} rejected by the server"
+        return text
+
+    def rejected(self) -> list[str]:
+        return [
+            f"messageId {error.get('messageId')}: {error.get('field')}: {error.get('reason')}"
+            for error in self.sender.rejected
+        ]
 
     def close(self) -> None:
         self.sender.close()
@@ -250,7 +264,10 @@ def import_file(
     typer.echo(f"{file}: {lines:,} lines read, {sink.summary()}, {rejected:,} lines rejected")
     if note:
         typer.echo(note, err=True)
-    if rejected:
-        typer.echo(f"error: {rejected:,} lines were rejected; the valid ones were imported",
-                   err=True)
+    refused = sink.rejected()
+    for message in refused[:ERRORS_SHOWN]:
+        typer.echo(f"server: {message}", err=True)
+    if rejected or refused:
+        typer.echo(f"error: {rejected + len(refused):,} events were rejected; the valid ones "
+                   "were imported", err=True)
         raise typer.Exit(2)

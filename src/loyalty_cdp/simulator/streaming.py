@@ -3,7 +3,9 @@
 Batches hold at most 500 calls and stay under 500 KB. With a ``rate`` the sender paces
 itself to that many calls per second, in batches of a tenth of a second each. A 429 is
 retried after its ``Retry-After``; 5xx answers and transport errors are retried with
-exponential backoff; 401/403 and other 4xx answers stop the run with the server's reason.
+exponential backoff (a batch that did arrive is deduplicated by ``messageId``). A 400 that
+says which events it rejected (the server stored the others) is recorded in ``rejected``
+and sending goes on; 401/403 and other 4xx answers stop the run with the server's reason.
 Used by ``loyalty-cdp simulate --target`` and ``loyalty-cdp import --target``.
 """
 
@@ -61,6 +63,20 @@ def _retry_after(response: httpx.Response) -> float | None:
     return min(max(seconds, 0.0), BACKOFF_MAX * 6) if math.isfinite(seconds) else None
 
 
+class PartialBatch(msgspec.Struct):
+    """The 400 answer to a batch whose valid events were stored (see docs/ingest.md)."""
+
+    accepted: int
+    errors: list[dict[str, Any]]
+
+
+def _partial_rejection(response: httpx.Response) -> PartialBatch | None:
+    try:
+        return msgspec.json.decode(response.content, type=PartialBatch)
+    except msgspec.DecodeError:
+        return None
+
+
 class BatchSender:
     """Collects calls with :meth:`add` and posts them in batches; :meth:`flush` sends the rest.
 
@@ -86,6 +102,9 @@ class BatchSender:
         self.url = batch_url(target)
         self.sent = 0
         self.retries = 0
+        # The server's per-event errors ({"messageId", "field", "reason", ...}) of batches it
+        # stored only in part.
+        self.rejected: list[dict[str, Any]] = []
         self._auth = httpx.BasicAuth(write_key, "")
         self._owns_client = client is None
         self._client = client if client is not None else httpx.Client(timeout=30.0)
@@ -127,12 +146,12 @@ class BatchSender:
         count = len(self._parts)
         body = _PREFIX + b",".join(self._parts) + _SUFFIX
         self._pace(count)
-        self._post(body)
+        accepted = self._post(body, count)
         self._parts = []
         self._size = len(_PREFIX) + len(_SUFFIX)
-        self.sent += count
+        self.sent += accepted
         if self._on_sent is not None:
-            self._on_sent(count)
+            self._on_sent(accepted)
 
     def _pace(self, count: int) -> None:
         if self._rate is None:
@@ -144,7 +163,8 @@ class BatchSender:
         if due > now:
             self._sleep(due - now)
 
-    def _post(self, body: bytes) -> None:
+    def _post(self, body: bytes, count: int) -> int:
+        """Deliver one batch of ``count`` calls; returns how many the server accepted."""
         reason = ""
         for attempt in range(self._max_attempts):
             if attempt:
@@ -160,7 +180,7 @@ class BatchSender:
                 continue
             status = response.status_code
             if status < 300:
-                return
+                return count
             if status == 401:
                 raise Unauthorized(f"{self.url} rejected the write key (401)")
             if status == 403:
@@ -174,6 +194,10 @@ class BatchSender:
                 reason = f"{status} {response.text[:200]}"
                 self._sleep(self._backoff(attempt))
                 continue
+            partial = _partial_rejection(response) if status == 400 else None
+            if partial is not None:
+                self.rejected.extend(partial.errors)
+                return partial.accepted
             raise InvalidInput("batch", f"{self.url} answered {status}: {response.text[:300]}")
         raise StorageUnavailable(
             f"{self.url}: gave up after {self._max_attempts} attempts (last: {reason})"
