@@ -172,9 +172,10 @@ class PostgresEventLog:
                 copy.set_types(("int4", *_EVENT_TYPES))
                 for position, event in enumerate(events):
                     copy.write_row((position, *astuple(event)))
-            cursor.execute(_INSERT_FIRST_VERSIONS)
+            # Never prepared: a plan cached while the log was small would scan it forever.
+            cursor.execute(_INSERT_FIRST_VERSIONS, prepare=False)
             appended = cursor.rowcount
-            (conflicts,) = cursor.execute(_COUNT_CONFLICTS).fetchone() or (0,)
+            (conflicts,) = cursor.execute(_COUNT_CONFLICTS, prepare=False).fetchone() or (0,)
             if appended:
                 cursor.execute("UPDATE event_log_state SET stored = stored + %s", (appended,))
         return AppendResult(

@@ -27,7 +27,7 @@ import hashlib
 import sqlite3
 import threading
 import zlib
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -98,14 +98,17 @@ _BLOB_DTYPES = (_MEMBER_KEY, _MEMBER_KEY, _MESSAGE_KEY)
 _encode_json = msgspec.json.Encoder().encode
 
 
-def message_key(message_id: str) -> int:
-    """64-bit fingerprint of a message id (a filter only: hits are confirmed on the row)."""
-    return int.from_bytes(hashlib.blake2b(message_id.encode(), digest_size=8).digest(), "little")
+def _message_keys(message_ids: Iterable[str]) -> np.ndarray:
+    """64-bit fingerprints of message ids (a filter only: hits are confirmed on the row)."""
+    digests = [hashlib.blake2b(i.encode(), digest_size=8).digest() for i in message_ids]
+    return np.frombuffer(b"".join(digests), _MESSAGE_KEY)
 
 
-def member_key(identifier: str | None) -> int:
-    """32-bit fingerprint of a user or anonymous id; 0 stands for no identifier."""
-    return 0 if identifier is None else zlib.crc32(identifier.encode()) or 1
+def _member_keys(identifiers: Iterable[str | None]) -> np.ndarray:
+    """32-bit fingerprints of user or anonymous ids; 0 stands for no identifier."""
+    return np.array(
+        [0 if i is None else zlib.crc32(i.encode()) or 1 for i in identifiers], _MEMBER_KEY
+    )
 
 
 class _FingerprintIndex:
@@ -137,10 +140,6 @@ class _FingerprintIndex:
             for hit in np.flatnonzero(ends > starts):
                 found.extend(run_offsets[starts[hit] : ends[hit]].tolist())
         return found
-
-
-def _pack(values: list[int], dtype: np.dtype) -> bytes:
-    return np.array(values, dtype).tobytes()
 
 
 def _merge(
@@ -251,34 +250,35 @@ class SqliteEventLog:
         if not events:
             return AppendResult(appended=0, duplicates=0, conflicts=0)
         writer, _ = self._connections()
-        keys = np.fromiter((message_key(e.message_id) for e in events), _MESSAGE_KEY, len(events))
+        keys = _message_keys(e.message_id for e in events)
         with self._write_lock:
             with _immediate_transaction(writer, self.path):
                 self._catch_up(writer)
                 kept = self._stored_hashes(writer, self._index.candidates(keys))
-                fresh: list[Event] = []
-                fresh_keys: list[int] = []
+                fresh: list[int] = []  # positions in ``events`` of the versions to store
                 conflicts = 0
-                for event, key in zip(events, keys.tolist(), strict=True):
+                for position, event in enumerate(events):
                     kept_hash = kept.get(event.message_id)
                     if kept_hash is None:
                         kept[event.message_id] = event.payload_hash
-                        fresh.append(event)
-                        fresh_keys.append(key)
+                        fresh.append(position)
                     elif kept_hash != event.payload_hash:
                         conflicts += 1
                 first = self._next_offset
                 if fresh:
-                    self._insert(writer, first, fresh, fresh_keys)
-            # Only once committed: a failed append must leave the index as it was.
-            self._index.add(np.array(fresh_keys, _MESSAGE_KEY), first + np.arange(len(fresh)))
-            self._next_offset = first + len(fresh)
+                    self._insert(writer, first, [events[i] for i in fresh], keys[fresh])
+            if fresh:
+                # Only once committed: a failed append must leave the index as it was.
+                self._index.add(keys[fresh], first + np.arange(len(fresh)))
+                self._next_offset = first + len(fresh)
         return AppendResult(
             appended=len(fresh), duplicates=len(events) - len(fresh), conflicts=conflicts
         )
 
     @staticmethod
-    def _insert(conn: sqlite3.Connection, first: int, events: list[Event], keys: list[int]) -> None:
+    def _insert(
+        conn: sqlite3.Connection, first: int, events: list[Event], keys: np.ndarray
+    ) -> None:
         conn.executemany(_INSERT, [(first + i, *astuple(e)) for i, e in enumerate(events)])
         conn.execute(
             "INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?)",
@@ -286,9 +286,9 @@ class SqliteEventLog:
                 first,
                 len(events),
                 len(events),
-                _pack([member_key(e.user_id) for e in events], _MEMBER_KEY),
-                _pack([member_key(e.anonymous_id) for e in events], _MEMBER_KEY),
-                _pack(keys, _MESSAGE_KEY),
+                _member_keys(e.user_id for e in events).tobytes(),
+                _member_keys(e.anonymous_id for e in events).tobytes(),
+                keys.tobytes(),
             ),
         )
 
@@ -318,8 +318,8 @@ class SqliteEventLog:
         self, conn: sqlite3.Connection, user_ids: Collection[str], anonymous_ids: Collection[str]
     ) -> list[int]:
         """Offsets whose member fingerprints match (a superset of the member's events)."""
-        wanted_users = np.array([member_key(i) for i in user_ids], _MEMBER_KEY)
-        wanted_anonymous = np.array([member_key(i) for i in anonymous_ids], _MEMBER_KEY)
+        wanted_users = _member_keys(user_ids)
+        wanted_anonymous = _member_keys(anonymous_ids)
         found: list[int] = []
         cursor = conn.execute(
             "SELECT first_offset, size, user_keys, anonymous_keys FROM batches WHERE stored > 0 "
