@@ -231,7 +231,6 @@ class _Run:
     """The bookkeeping of one :meth:`IdentityGraph.resolve` call."""
 
     def __init__(self, graph: IdentityGraph) -> None:
-        self.graph = graph
         self.members = graph._members
         self.owner = graph._owner
         self.limit = graph.rules.limit
