@@ -190,6 +190,11 @@ def add_contribution(state: LoyaltyState, at: int, value: int, now: int) -> None
                 items.insert(index, (day, value))
     oldest = now // DAY_MS - _KEEP_DAYS
     if items and items[0][0] < oldest:
+        for day, old in items:
+            if day >= oldest:
+                break
+            if 0 <= state.metric_from_day <= day:
+                state.metric_sum -= old
         state.qualifying = [item for item in items if item[0] >= oldest]
 
 
