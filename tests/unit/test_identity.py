@@ -444,7 +444,7 @@ def assert_graph_invariants(graph: IdentityGraph) -> None:
                 owners[key] = member.id
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150, deadline=None, derandomize=True)
 @given(st.lists(linked_events(USER_IDS), max_size=40), st.lists(st.integers(0, 8), max_size=6))
 def test_merges_never_join_two_user_ids(events: list[DecodedEvent], sizes: list[int]) -> None:
     graph = IdentityGraph()
@@ -456,7 +456,7 @@ def test_merges_never_join_two_user_ids(events: list[DecodedEvent], sizes: list[
     assert_graph_invariants(graph)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=100, deadline=None, derandomize=True)
 @given(st.lists(linked_events(USER_IDS, blocked=True), max_size=30))
 def test_blocked_values_never_link(events: list[DecodedEvent]) -> None:
     graph = IdentityGraph()
@@ -474,7 +474,7 @@ def partition(graph: IdentityGraph) -> set[frozenset[str]]:
     }
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150, deadline=None, derandomize=True)
 @given(
     st.lists(linked_events(["u0"]), max_size=40),
     st.randoms(use_true_random=False),

@@ -104,7 +104,7 @@ def fold_in_batches(events: list[DecodedEvent], rng: random.Random) -> Profile:
     return profile or fold(None, [], MEMBER)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200, deadline=None, derandomize=True)
 @given(st.lists(any_event(), max_size=45), st.randoms(use_true_random=False))
 def test_fold_is_order_independent_and_idempotent(
     events: list[DecodedEvent], rng: random.Random
@@ -119,7 +119,7 @@ def test_fold_is_order_independent_and_idempotent(
     assert msgspec.msgpack.decode(msgspec.msgpack.encode(expected), type=Profile) == expected
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150, deadline=None, derandomize=True)
 @given(st.lists(any_event(), max_size=40), st.randoms(use_true_random=False))
 def test_merging_profiles_of_disjoint_events_equals_folding_them_together(
     events: list[DecodedEvent], rng: random.Random
