@@ -18,12 +18,13 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from loyalty_cdp.cli import importer, keys, serve, simulate
+    from loyalty_cdp.cli import importer, keys, replay, serve, simulate
 
     app.command("serve")(serve.serve)
     app.add_typer(keys.app, name="keys")
     app.command("simulate")(simulate.simulate)
     app.command("import")(importer.import_file)
+    app.command("replay")(replay.replay)
 
 
 def main() -> None:
