@@ -22,6 +22,7 @@ import msgspec
 import yaml
 
 from loyalty_cdp.core.loyalty.book import ProgramBook, ProgramVersion
+from loyalty_cdp.core.loyalty.periods import WEEKDAYS
 from loyalty_cdp.core.loyalty.program import (
     FUTURE_SECTIONS,
     Program,
@@ -96,7 +97,7 @@ def _map_lines(node: yaml.Node, path: str, lines: dict[str, int], file: str) -> 
 
 
 def _segments(path: str) -> list[str | int]:
-    return [name if name is not None else int(index) for name, index in _SEGMENT.findall(path)]
+    return [name if name else int(index) for name, index in _SEGMENT.findall(path)]
 
 
 def _join(segments: list[str | int]) -> str:
@@ -151,7 +152,10 @@ def _keys(info: msgspec.inspect.Type | None, data: Any) -> list[str]:
 
 def _choices(info: msgspec.inspect.Type | None) -> list[str]:
     if isinstance(info, msgspec.inspect.LiteralType):
-        return [str(value) for value in info.values]
+        values = [str(value) for value in info.values]
+        if set(values) == set(WEEKDAYS):
+            return list(WEEKDAYS)
+        return values
     if isinstance(info, msgspec.inspect.FrozenSetType | msgspec.inspect.ListType):
         return _choices(info.item_type)
     return []

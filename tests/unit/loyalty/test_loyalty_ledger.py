@@ -157,7 +157,7 @@ def test_refund_of_spent_points_within_balance() -> None:
 
 def test_refund_of_spent_points_allow_negative_then_repaid() -> None:
     events = Events()
-    state, emitted = run(book(rewards=VOUCHERS, ledger={"refund_policy": "allow_negative"}), [
+    state, _ = run(book(rewards=VOUCHERS, ledger={"refund_policy": "allow_negative"}), [
         events.order(at("2026-03-01T10:00"), "o1", line(100)),
         events.redeem(at("2026-03-02T10:00"), "v80", "k1"),
         events.refund(at("2026-03-03T10:00"), "o1", "r1"),

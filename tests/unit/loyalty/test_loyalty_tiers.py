@@ -6,7 +6,7 @@ from typing import Any
 
 from loyalty_support import Events, at, book, line, of_kind, run
 
-from loyalty_cdp.core.loyalty import loyalty_summary
+from loyalty_cdp.core.loyalty import LoyaltyEngine, loyalty_summary
 
 LEVELS = [
     {"name": "Member", "threshold": 0},
@@ -124,7 +124,7 @@ def test_anniversary_window_with_purchase_count() -> None:
         "levels": [{"name": "Member", "threshold": 0}, {"name": "Regular", "threshold": 3}],
     })
     events = Events()
-    state, emitted = run(program_book, [
+    _, emitted = run(program_book, [
         events.identify(at("2026-05-10T15:00"), birthday="1990-01-01"),  # enrols the member
         events.order(at("2026-06-01T10:00"), "o1", line(5)),
         events.order(at("2026-07-01T10:00"), "o2", line(5)),
@@ -156,17 +156,14 @@ def test_redeeming_never_costs_a_tier() -> None:
 
 def test_refunds_lower_the_metric_but_only_reviews_downgrade() -> None:
     events = Events()
-    state, emitted = run(tiered(), [
+    program_book = tiered()
+    state, _ = run(program_book, [
         events.order(at("2026-02-01T10:00"), "o1", line(150)),
         events.refund(at("2026-02-05T10:00"), "o1", "r1"),
     ], until=at("2026-12-31"))
     assert state.tier == "Silver"
-    assert loyalty_summary(tiered(), state)["progress"]["value"] == 0
-    events_later = Events()
-    events_later.count = 10
-    from loyalty_cdp.core.loyalty import LoyaltyEngine
-
-    downgrade = LoyaltyEngine(tiered()).advance(state, at("2027-01-02"))
+    assert loyalty_summary(program_book, state)["progress"]["value"] == 0
+    downgrade = LoyaltyEngine(program_book).advance(state, at("2027-01-02"))
     assert [e["event"] for e in downgrade] == ["Tier Downgraded"]
     assert state.tier == "Member"
 
