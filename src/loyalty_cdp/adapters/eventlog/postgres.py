@@ -145,10 +145,14 @@ class PostgresEventLog:
         with self._open_lock:
             if self._writer is None or self._writer.closed:
                 writer = self._connect()
-                self._create_schema(writer)
-                with _storage_errors("cannot prepare the writer"):
-                    writer.execute("SET synchronous_commit TO on")
-                    writer.execute(_STAGING)
+                try:
+                    self._create_schema(writer)
+                    with _storage_errors("cannot prepare the writer"):
+                        writer.execute("SET synchronous_commit TO on")
+                        writer.execute(_STAGING)
+                except StorageUnavailable:
+                    writer.close()
+                    raise
                 self._writer = writer
             if self._reader is None or self._reader.closed:
                 self._reader = self._connect()
