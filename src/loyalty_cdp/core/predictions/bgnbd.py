@@ -14,9 +14,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy.special import betaln, expit, gammaln, hyp2f1
+from scipy.special import betaln, expit, gammaln
 
 from loyalty_cdp.core.predictions.artefact import model_from_dict, model_to_dict
+from loyalty_cdp.core.predictions.hypergeometric import hyp2f1
 from loyalty_cdp.core.predictions.mle import maximise_likelihood, member_weights
 from loyalty_cdp.core.predictions.summary import DAYS_PER_WEEK, check_horizon, check_rfm
 from loyalty_cdp.errors import InvalidInput
@@ -94,28 +95,37 @@ class BgNbdModel:
     def conditional_expected_purchases(
         self, t: ArrayLike, frequency: ArrayLike, recency: ArrayLike, T: ArrayLike
     ) -> FloatArray:
-        """E[purchases in (T, T + t] | x, t_x, T], FHL (2005) equation 10.
-
-        The hypergeometric factor is taken through Euler's transformation,
-        (1 - z)^(r+x) 2F1(r+x, b+x; a+b+x-1; z) = (1 - z)^(a-1) 2F1(a+b-1-r, a-1; a+b+x-1; z),
-        whose series stays bounded for any x, so large frequencies do not overflow.
-        """
+        """E[purchases in (T, T + t] | x, t_x, T], FHL (2005) equation 10."""
         x, t_x, t_obs = check_rfm(frequency, recency, T)
         horizon = check_horizon(t)
-        a = self._a_for_expectations()
-        z = horizon / (self.alpha + t_obs + horizon)
-        c = a + self.b + x - 1
-        remaining = 1 - (1 - z) ** (a - 1) * hyp2f1(a + self.b - 1 - self.r, a - 1, c, z)
-        expected = c / (a - 1) * remaining * self._probability_alive(x, t_x, t_obs)
-        return np.asarray(expected, dtype=np.float64)
+        return self._expected_after(x, t_obs, horizon) * self._probability_alive(x, t_x, t_obs)
 
     def expected_purchases(self, t: ArrayLike) -> FloatArray:
         """E[repeat purchases in (0, t]] for a member just acquired, FHL (2005) equation 9."""
         horizon = check_horizon(t)
+        return self._expected_after(np.zeros(()), np.zeros(()), horizon)
+
+    def _expected_after(self, x: FloatArray, t_obs: FloatArray, horizon: FloatArray) -> FloatArray:
+        """Expected purchases in (T, T + t] of a member alive at T with x repeat purchases.
+
+        FHL's factor ((alpha+T)/(alpha+T+t))^(r+x) 2F1(r+x, b+x; a+b+x-1; z) is evaluated in
+        whichever of its two forms has a series bounded up to z = 1: as written when
+        a - 1 - r - x > 0, otherwise through Euler's transformation
+        (1-z)^(a-1) 2F1(a+b-1-r, a-1; a+b+x-1; z). Either way no term overflows, for any x.
+        """
+        x, t_obs, horizon = np.broadcast_arrays(x, t_obs, horizon)
         a = self._a_for_expectations()
-        z = horizon / (self.alpha + horizon)
-        c = a + self.b - 1
-        remaining = 1 - (1 - z) ** (a - 1) * hyp2f1(c - self.r, a - 1, c, z)
+        c = a + self.b + x - 1
+        log_shrink = -np.log1p(horizon / (self.alpha + t_obs))  # log(1 - z)
+        z = -np.expm1(log_shrink)
+        euler = x + self.r - a + 1 >= 0
+        direct = ~euler
+        power = np.where(euler, a - 1, self.r + x)
+        series = np.empty(x.shape)
+        series[euler] = hyp2f1(a + self.b - 1 - self.r, a - 1, c[euler], z[euler])
+        series[direct] = hyp2f1(self.r + x[direct], self.b + x[direct], c[direct], z[direct])
+        # 1 - (1-z)^power * series, arranged to keep its precision for short horizons.
+        remaining = -(np.expm1(power * log_shrink) * series + (series - 1))
         return np.asarray(c / (a - 1) * remaining, dtype=np.float64)
 
     def _a_for_expectations(self) -> float:

@@ -22,9 +22,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy.special import expit, gammaln, hyp2f1
+from scipy.special import expit, gammaln
 
 from loyalty_cdp.core.predictions.artefact import model_from_dict, model_to_dict
+from loyalty_cdp.core.predictions.hypergeometric import hyp2f1
 from loyalty_cdp.core.predictions.mle import maximise_likelihood, member_weights
 from loyalty_cdp.core.predictions.summary import DAYS_PER_WEEK, check_horizon, check_rfm
 from loyalty_cdp.errors import InvalidInput
