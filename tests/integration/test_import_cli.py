@@ -19,8 +19,12 @@ from typing import Any
 
 import msgspec
 import pytest
+import typer
+from typer.testing import CliRunner, Result
 
 from loyalty_cdp.adapters.eventlog.sqlite import SqliteEventLog
+from loyalty_cdp.cli.importer import import_file
+from loyalty_cdp.cli.simulate import simulate as simulate_command
 from loyalty_cdp.errors import Forbidden, InvalidInput, StorageUnavailable, Unauthorized
 from loyalty_cdp.simulator import simulate
 from loyalty_cdp.simulator.streaming import BatchSender, batch_url
@@ -176,8 +180,8 @@ def test_a_rate_paces_small_batches() -> None:
     def sleep(seconds: float) -> None:
         clock[0] += seconds
 
-    sender = BatchSender("http://h", WRITE_KEY, rate=200, client=Transport(),  # type: ignore[arg-type]
-                         sleep=sleep, clock=lambda: clock[0])
+    sender = BatchSender("http://h", WRITE_KEY, rate=200, sleep=sleep, clock=lambda: clock[0],
+                         client=Transport())  # type: ignore[arg-type]
     sender.send(calls(100))
     assert len(posted) == 5  # batches of rate/10 = 20 calls
     assert posted == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.5])
@@ -202,10 +206,17 @@ def test_a_target_that_is_not_an_http_url_is_invalid(given: str) -> None:
         batch_url(given)
 
 
+def invoke(command: Any, *arguments: str, env: dict[str, str] | None = None) -> Result:
+    """A ``loyalty-cdp`` command run in process (main's exit codes are checked by run_cli)."""
+    app = typer.Typer()
+    app.command()(command)
+    return CliRunner(env=env).invoke(app, list(arguments))
+
+
 def test_simulate_streams_the_simulation_to_a_server(server: BatchServer) -> None:
-    result = run_cli("simulate", "--members", "8", "--days", "10", "--seed", "4",
-                     "--target", server.url, "--write-key", WRITE_KEY, "--rate", "5000")
-    assert result.returncode == 0, result.stderr
+    result = invoke(simulate_command, "--members", "8", "--days", "10", "--seed", "4",
+                    "--target", server.url, "--write-key", WRITE_KEY, "--rate", "5000")
+    assert result.exit_code == 0, result.output
     assert server.calls == list(simulate(8, 10, seed=4))
     assert max(len(batch) for batch in server.batches) <= 500
 
@@ -234,14 +245,14 @@ def test_importing_a_simulation_twice_stores_it_once(tmp_path: Path) -> None:
         del call["messageId"]  # these get a messageId derived from their line
     source = write_jsonl(tmp_path / "events.jsonl", simulated)
     data = tmp_path / "data"
-    first = run_cli("import", str(source), "--data-dir", str(data))
-    assert first.returncode == 0, first.stderr
+    first = invoke(import_file, str(source), "--data-dir", str(data))
+    assert first.exit_code == 0, first.output
     total = len(simulated)
     assert f"{total:,} lines read, appended {total:,}, duplicates 0, 0 lines rejected" in (
         first.stdout
     )
-    again = run_cli("import", str(source), "--data-dir", str(data))
-    assert again.returncode == 0
+    again = invoke(import_file, str(source), "--data-dir", str(data))
+    assert again.exit_code == 0
     assert f"appended 0, duplicates {total:,}" in again.stdout
     assert log_count(data) == total
     assert not (tmp_path / "events.jsonl.errors.jsonl").exists()
@@ -256,8 +267,8 @@ def test_rejected_lines_are_reported_and_the_valid_ones_imported(tmp_path: Path)
         {"type": "track", "userId": "u2", "event": "Email Opened", "messageId": "m" * 120},
         {"type": "page", "anonymousId": "a1", "name": "Home"},
     ])
-    result = run_cli("import", str(source), "--data-dir", str(tmp_path / "data"))
-    assert result.returncode == 2
+    result = invoke(import_file, str(source), "--data-dir", str(tmp_path / "data"))
+    assert result.exit_code == 2
     assert "6 lines read, appended 2, duplicates 0, 4 lines rejected" in result.stdout
     assert "line 3: userId: userId or anonymousId is required" in result.stderr
     assert "the valid ones were imported" in result.stderr and "Traceback" not in result.stderr
@@ -280,11 +291,11 @@ def test_pos_csv_import_groups_orders_and_is_idempotent(tmp_path: Path) -> None:
         "A3,S2,6035000033334444,2026-01-05T12:00:00Z,PF-1,39.99,1,0\n"
     )
     data = tmp_path / "data"
-    first = run_cli("import", str(source), "--data-dir", str(data))
-    assert first.returncode == 2
+    first = invoke(import_file, str(source), "--data-dir", str(data))
+    assert first.exit_code == 2
     assert "4 lines read, appended 2, duplicates 0, 1 lines rejected" in first.stdout
     assert "line 4: quantity: must be a whole number" in first.stderr
-    again = run_cli("import", str(source), "--data-dir", str(data))
+    again = invoke(import_file, str(source), "--data-dir", str(data))
     assert "appended 0, duplicates 2" in again.stdout
     log = SqliteEventLog(data / "events.db")
     try:
@@ -307,17 +318,24 @@ def test_pos_csv_import_groups_orders_and_is_idempotent(tmp_path: Path) -> None:
         (["{dir}/bad.csv"], "unknown column(s) qty"),
     ],
 )
-def test_unusable_arguments_exit_with_code_2(
+def test_unusable_arguments_are_invalid_input_and_import_nothing(
     tmp_path: Path, arguments: list[str], message: str
 ) -> None:
     (tmp_path / "events.txt").write_text("{}\n")
     (tmp_path / "events.jsonl").write_text("{}\n")
     (tmp_path / "bad.csv").write_text("order_id,member_id,timestamp,sku,price,qty\n")
-    result = run_cli("import", *(a.replace("{dir}", str(tmp_path)) for a in arguments),
-                     env={"LOYALTY_CDP_DATA_DIR": str(tmp_path / "data")})
-    assert result.returncode == 2
-    assert message in result.stderr and "Traceback" not in result.stderr
+    result = invoke(import_file, *(a.replace("{dir}", str(tmp_path)) for a in arguments),
+                    env={"LOYALTY_CDP_DATA_DIR": str(tmp_path / "data")})
+    assert isinstance(result.exception, InvalidInput)
+    assert message in str(result.exception)
     assert not (tmp_path / "data" / "events.db").exists()
+
+
+def test_the_command_exits_with_code_2_and_a_clear_message(tmp_path: Path) -> None:
+    result = run_cli("import", str(tmp_path / "absent.jsonl"), "--data-dir", str(tmp_path))
+    assert result.returncode == 2
+    absent = tmp_path / "absent.jsonl"
+    assert result.stderr.strip() == f"error: FILE: {absent} does not exist or is not a file"
 
 
 @pytest.mark.slow

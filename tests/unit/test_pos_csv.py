@@ -94,7 +94,9 @@ def test_a_pos_customer_id_is_the_anonymous_id() -> None:
         ("1,,M1,2026-01-05T10:00:00Z,S1,A,,n,c,b,5,1,USD", "", "has 13 fields"),
     ],
 )
-def test_a_bad_row_is_reported_with_line_field_and_reason(row: str, field: str, reason: str) -> None:
+def test_a_bad_row_is_reported_with_line_field_and_reason(
+    row: str, field: str, reason: str
+) -> None:
     (order,) = parse(f"{HEADER}\n{row}\n")
     assert order.call is None
     (error,) = order.errors

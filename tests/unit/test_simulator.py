@@ -1,4 +1,4 @@
-"""The traffic simulator: valid, ordered, deterministic Segment calls that honour their ground truth."""
+"""The traffic simulator: valid, ordered, deterministic Segment calls true to their ground truth."""
 
 from __future__ import annotations
 
@@ -12,9 +12,12 @@ from typing import Any
 import msgspec
 import phonenumbers
 import pytest
+import typer
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from typer.testing import CliRunner, Result
 
+from loyalty_cdp.cli.simulate import simulate as simulate_command
 from loyalty_cdp.core.events import MAX_EVENT_BYTES, normalise, parse_time
 from loyalty_cdp.errors import InvalidInput
 from loyalty_cdp.simulator import GroundTruth, Simulation, simulate, truth_path
@@ -87,7 +90,9 @@ def test_every_part_of_the_vocabulary_appears(calls: list[dict[str, Any]]) -> No
                  "Products Searched", "Product Reviewed", "Email Opened", "Email Link Clicked",
                  "Application Opened", "identify", "page", "screen"):
         assert kinds[name] > 0, name
-    channels = Counter(c["context"]["channel"] for c in calls if c.get("event") == "Order Completed")
+    channels = Counter(
+        c["context"]["channel"] for c in calls if c.get("event") == "Order Completed"
+    )
     assert set(channels) == {"pos", "web", "app"}
 
 
@@ -336,13 +341,21 @@ def test_out_of_range_sizes_are_invalid_input(members: int, days: int) -> None:
 # ------------------------------------------------------------------------ the CLI
 
 
+def invoke(*arguments: str) -> Result:
+    """``loyalty-cdp simulate ARGUMENTS`` in process."""
+    app = typer.Typer()
+    app.command()(simulate_command)
+    return CliRunner().invoke(app, list(arguments))
+
+
 def test_simulate_writes_the_same_file_and_truth_for_the_same_arguments(tmp_path: Path) -> None:
     outputs = []
     for name in ("a.jsonl", "b.jsonl"):
         out = tmp_path / name
-        result = run_cli("simulate", "--members", "20", "--days", "15", "--seed", "8",
-                         "--start", "2026-02-01", "--out", str(out))
-        assert result.returncode == 0, result.stderr
+        result = invoke("--members", "20", "--days", "15", "--seed", "8", "--start", "2026-02-01",
+                        "--out", str(out))
+        assert result.exit_code == 0, result.output
+        assert f"events for 20 members over 15 days -> {out}" in result.stderr
         outputs.append((out.read_bytes(), truth_path(out).read_bytes()))
     assert outputs[0] == outputs[1]
     lines = outputs[0][0].splitlines()
@@ -362,15 +375,28 @@ def test_simulate_writes_the_same_file_and_truth_for_the_same_arguments(tmp_path
         (["--members", "5", "--days", "5", "--out", "{dir}/x", "--target", "http://h"],
          "exactly one of --out"),
         (["--members", "5", "--days", "5", "--out", "{dir}/missing/x"], "cannot write to"),
+        (["--members", "5", "--days", "5", "--out", "{dir}"], "is a directory"),
+        (["--members", "5", "--days", "5", "--out", "{dir}/x", "--start", "2026-13-01"],
+         "start: must be a date"),
+        (["--members", "5", "--days", "5", "--out", "{dir}/x", "--rate", "10"],
+         "--rate applies to --target"),
         (["--members", "5", "--days", "5", "--target", "http://127.0.0.1:9", "--write-key", "k",
           "--rate", "0"], "rate: must be a positive number"),
+        (["--members", "5", "--days", "5", "--target", "ftp://h", "--write-key", "k"],
+         "target: must be an http(s) URL"),
         (["--members", "5", "--days", "5", "--target", "http://127.0.0.1:9"], "--write-key"),
     ],
 )
-def test_invalid_arguments_exit_with_code_2_and_a_clear_message(
+def test_invalid_arguments_are_invalid_input_and_write_nothing(
     tmp_path: Path, arguments: list[str], message: str
 ) -> None:
-    result = run_cli("simulate", *(a.replace("{dir}", str(tmp_path)) for a in arguments))
-    assert result.returncode == 2
-    assert message in result.stderr and "Traceback" not in result.stderr
+    result = invoke(*(a.replace("{dir}", str(tmp_path)) for a in arguments))
+    assert isinstance(result.exception, InvalidInput)
+    assert message in str(result.exception)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_command_exits_with_code_2_and_a_clear_message(tmp_path: Path) -> None:
+    result = run_cli("simulate", "--members", "0", "--days", "5", "--out", str(tmp_path / "x"))
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: members: must be between 1 and 10,000,000, got 0"

@@ -115,7 +115,9 @@ def _order_fields(row: dict[str, str]) -> dict[str, str]:
     if not row.get("order_id"):
         raise InvalidInput("order_id", "is required")
     if not any(row.get(column) for column in IDENTITY_COLUMNS):
-        raise InvalidInput("member_id", "one of member_id, card_number, pos_customer_id is required")
+        raise InvalidInput(
+            "member_id", "one of member_id, card_number, pos_customer_id is required"
+        )
     values = {column: row.get(column, "") for column in ORDER_COLUMNS}
     values["timestamp"] = format_time(parse_time(row.get("timestamp"), "timestamp"))
     if values["card_number"]:

@@ -13,19 +13,20 @@ import hashlib
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 import typer
 
-from loyalty_cdp.adapters.eventlog.base import EventLog
 from loyalty_cdp.adapters.pos_csv import LineError, ParsedOrder, read_orders
-from loyalty_cdp.bootstrap import open_event_log
 from loyalty_cdp.cli.simulate import PROGRESS_EVERY, progress_bar
 from loyalty_cdp.core.events import Event, normalise
 from loyalty_cdp.errors import InvalidInput
 from loyalty_cdp.settings import Settings
-from loyalty_cdp.simulator.streaming import BatchSender
+
+if TYPE_CHECKING:
+    from loyalty_cdp.adapters.eventlog.base import EventLog
+    from loyalty_cdp.simulator.streaming import BatchSender
 
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv"}
 APPEND_CHUNK = 5000
@@ -186,12 +187,17 @@ def _count_lines(path: Path) -> int:
 
 
 def _open_sink(data_dir: Path | None, target: str | None, write_key: str | None) -> Sink:
+    """The destination; its modules are imported here, so the other one is never loaded."""
     if target is not None:
         if data_dir is not None:
             raise InvalidInput("target", "give either --data-dir or --target, not both")
         if not write_key:
             raise InvalidInput("write-key", "--target needs --write-key KEY")
+        from loyalty_cdp.simulator.streaming import BatchSender
+
         return TargetSink(BatchSender(target, write_key))
+    from loyalty_cdp.bootstrap import open_event_log
+
     return EventLogSink(open_event_log(Settings.from_env(data_dir=data_dir)))
 
 
@@ -229,7 +235,7 @@ def import_file(
         None, "--data-dir", help="Data directory (default ./data or $LOYALTY_CDP_DATA_DIR)."
     ),
     target: str | None = typer.Option(
-        None, "--target", help="Post to this server's /v1/batch instead, e.g. http://127.0.0.1:8080."
+        None, "--target", help="Post to this server's /v1/batch, e.g. http://127.0.0.1:8080."
     ),
     write_key: str | None = typer.Option(
         None, "--write-key", envvar="LOYALTY_CDP_WRITE_KEY", help="Key with the ingest scope."
@@ -238,7 +244,10 @@ def import_file(
         None, "--format", help="jsonl or csv (default: from the file extension)."
     ),
 ) -> None:
-    """Import a file of events; re-importing it changes nothing. Exit code 2 if lines were rejected."""
+    """Import a file of events; importing it again changes nothing.
+
+    The exit code is 2 if any line was rejected (the valid ones are imported anyway).
+    """
     if not file.is_file():
         raise InvalidInput("FILE", f"{file} does not exist or is not a file")
     kind = _format(file, file_format)

@@ -18,7 +18,6 @@ from loyalty_cdp.core.events import parse_time
 from loyalty_cdp.errors import InvalidInput
 from loyalty_cdp.simulator import DEFAULT_START, Simulation, truth_path
 from loyalty_cdp.simulator.generator import validate
-from loyalty_cdp.simulator.streaming import BatchSender
 
 PROGRESS_EVERY = 4096
 FLUSH_BYTES = 1 << 20
@@ -108,7 +107,7 @@ def simulate(
         None, "--start", help="First simulated day, YYYY-MM-DD (default 2026-01-01)."
     ),
     truth: Path | None = typer.Option(
-        None, "--truth", help="Where to write the ground truth (default with --out: FILE.truth.json)."
+        None, "--truth", help="Ground truth file (default with --out: FILE.truth.json)."
     ),
 ) -> None:
     """Generate a loyalty program's activity as Segment calls, with its ground truth."""
@@ -129,6 +128,8 @@ def simulate(
         if target is not None:
             if not write_key:
                 raise InvalidInput("write-key", "--target needs --write-key KEY")
+            from loyalty_cdp.simulator.streaming import BatchSender  # httpx only when needed
+
             sender = resources.enter_context(BatchSender(target, write_key, rate))
         events_file = resources.enter_context(_atomic_file(out, "out")) if out else None
         truth_stream = (

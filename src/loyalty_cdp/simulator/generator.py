@@ -107,8 +107,9 @@ class Simulation:
         week = 0
         while (offset := week * 7 + CAMPAIGN_OFFSET_DAYS) < self.days:
             name, subject = CAMPAIGNS[week % len(CAMPAIGNS)]
-            campaign = (f"cmp-{self.seed}-{week + 1:03d}", name, subject)
-            scheduler.at(self.start_ms + int(offset * DAY_MS), send_campaign, campaign)
+            send_ms = self.start_ms + int(offset * DAY_MS)
+            campaign = (f"cmp-{world.iso(send_ms)[:10]}", name, subject)
+            scheduler.at(send_ms, send_campaign, campaign)
             week += 1
         return scheduler.run()
 

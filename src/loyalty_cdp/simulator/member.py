@@ -21,7 +21,7 @@ from typing import Any
 from loyalty_cdp.simulator.calls import IsoClock, call, order_line, product_properties
 from loyalty_cdp.simulator.catalog import DAY_MS, Catalog, Category, Product
 from loyalty_cdp.simulator.people import random_uuid, styled_email, styled_phone
-from loyalty_cdp.simulator.personas import AppInstall, MemberPlan
+from loyalty_cdp.simulator.personas import CHANNELS, AppInstall, MemberPlan
 from loyalty_cdp.simulator.scheduler import Scheduler
 from loyalty_cdp.simulator.shopping import Line, Shopper, poisson
 
@@ -61,13 +61,16 @@ class World:
 
 @dataclass(frozen=True)
 class Order:
+    """What a later refund needs to know about an order."""
+
     order_id: str
     channel: str
-    day: int
     lines: tuple[Line, ...]
 
 
 class MemberAgent:
+    """Schedules one member's processes on the shared scheduler and emits their calls."""
+
     def __init__(self, plan: MemberPlan, world: World) -> None:
         self.plan = plan
         self.truth = plan.truth
@@ -117,8 +120,7 @@ class MemberAgent:
 
     def _channel(self) -> str:
         cumulative = self.plan.channel_cum
-        channel = ("pos", "web", "app")[bisect(cumulative, self.rng.random() * cumulative[-1])]
-        return channel
+        return CHANNELS[bisect(cumulative, self.rng.random() * cumulative[-1])]
 
     def _online_channel(self) -> str:
         mix = self.truth.channel_mix
@@ -361,7 +363,7 @@ class MemberAgent:
         subtotal = sum(product.price * quantity for product, quantity, _ in lines)
         discount = round(sum(line_discount for _, _, line_discount in lines), 2)
         total = round(subtotal - discount, 2)
-        order = Order(f"O{rng.getrandbits(60):015x}", channel, day, tuple(lines))
+        order = Order(f"O{rng.getrandbits(60):015x}", channel, tuple(lines))
         properties: dict[str, Any] = {
             "order_id": order.order_id,
             "total": total,

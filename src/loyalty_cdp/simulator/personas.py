@@ -236,7 +236,8 @@ def draw_member(
 ) -> MemberPlan:
     """Draw member ``index``'s persona, identity and behaviour parameters from ``rng``."""
     start_ms = int((start - date(1970, 1, 1)).total_seconds() * 1000)
-    persona = PERSONAS[min(bisect(_PERSONA_CUM, rng.random() * _PERSONA_CUM[-1]), 4)]
+    drawn = bisect(_PERSONA_CUM, rng.random() * _PERSONA_CUM[-1])
+    persona = PERSONAS[min(drawn, len(PERSONAS) - 1)]
     first, last = rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES)
     birthday = start - timedelta(days=rng.randint(18 * 365, 80 * 365))
 

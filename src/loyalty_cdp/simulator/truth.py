@@ -1,4 +1,4 @@
-"""The simulation's ground truth: every planted parameter, so tests can score what the system infers.
+"""The simulation's ground truth: every planted parameter, to score what the system infers.
 
 Dates are ISO-8601 strings in UTC. Rates are per day. The whole object is known before the
 first event is generated (devices, join and dropout dates are drawn up front), and it is
