@@ -108,7 +108,7 @@ class DecodedEvent(msgspec.Struct, frozen=True, gc=False):
     properties: dict[str, Any] = msgspec.field(default_factory=dict)
     context_traits: dict[str, Any] = msgspec.field(default_factory=dict)
     device: dict[str, Any] = msgspec.field(default_factory=dict)
-    external_ids: list[Any] = msgspec.field(default_factory=list)
+    external_ids: tuple[Any, ...] = ()
     consent: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
@@ -177,7 +177,7 @@ def decode_event(record: EventRecord) -> DecodedEvent:
         body.properties or {},
         _object(context.traits),
         _object(context.device),
-        external_ids if isinstance(external_ids, list) else [],
+        tuple(external_ids) if isinstance(external_ids, list) else (),
         _object(context.consent),
     )
 

@@ -66,7 +66,7 @@ class IdentityRules(msgspec.Struct, frozen=True):
         return self.limits.get(kind, self.external_limit)
 
 
-class Member(msgspec.Struct, kw_only=True):
+class Member(msgspec.Struct, kw_only=True, gc=False):
     """One member in the graph: its canonical id and its identifiers by kind (sorted)."""
 
     id: str

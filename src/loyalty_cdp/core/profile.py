@@ -90,7 +90,7 @@ class Decayed(msgspec.Struct, gc=False, array_like=True):
 
     half_life_days: int
     era: int | None = None
-    sums: dict[str, list[int]] = msgspec.field(default_factory=dict)
+    sums: dict[str, tuple[int, ...]] = msgspec.field(default_factory=dict)
 
     def add(self, key: str, weight: float, timestamp: int) -> None:
         if weight <= 0:
@@ -107,21 +107,18 @@ class Decayed(msgspec.Struct, gc=False, array_like=True):
         start = era * DECAY_ERA_HALF_LIVES * half_life_ms
         term = int(weight * 2.0 ** ((timestamp - start) / half_life_ms + DECAY_FRACTION_BITS))
         if term:
-            eras = self.sums.setdefault(key, [])
-            if len(eras) <= index:
-                eras.extend([0] * (index + 1 - len(eras)))
-            eras[index] = min(eras[index] + term, DECAY_CAP)
+            self.sums[key] = _plus(self.sums.get(key, ()), index, term)
 
     def _advance(self, era: int) -> None:
         shift = 0 if self.era is None else era - self.era
         self.era = era
         if shift:
-            for key in list(self.sums):
-                eras = ([0] * shift + self.sums[key])[:DECAY_ERAS_KEPT]
-                while eras and not eras[-1]:
-                    eras.pop()
-                if eras:
-                    self.sums[key] = eras
+            for key, eras in list(self.sums.items()):
+                shifted = ((0,) * shift + eras)[:DECAY_ERAS_KEPT]
+                while shifted and not shifted[-1]:
+                    shifted = shifted[:-1]
+                if shifted:
+                    self.sums[key] = shifted
                 else:
                     del self.sums[key]
 
@@ -137,11 +134,13 @@ class Decayed(msgspec.Struct, gc=False, array_like=True):
         for key, theirs in other.sums.items():
             for index, value in enumerate(theirs[: max(DECAY_ERAS_KEPT - offset, 0)]):
                 if value:
-                    eras = self.sums.setdefault(key, [])
-                    target = index + offset
-                    if len(eras) <= target:
-                        eras.extend([0] * (target + 1 - len(eras)))
-                    eras[target] = min(eras[target] + value, DECAY_CAP)
+                    self.sums[key] = _plus(self.sums.get(key, ()), index + offset, value)
+
+
+def _plus(eras: tuple[int, ...], index: int, value: int) -> tuple[int, ...]:
+    """``eras`` with ``value`` added at ``index`` (saturating at ``DECAY_CAP``)."""
+    padded = eras + (0,) * (index + 1 - len(eras))
+    return (*padded[:index], min(padded[index] + value, DECAY_CAP), *padded[index + 1 :])
 
 
 def _affinity() -> Decayed:
@@ -227,8 +226,7 @@ class Profile(msgspec.Struct, kw_only=True, gc=False, omit_defaults=True):
 
 
 def _copy_decayed(decayed: Decayed) -> Decayed:
-    sums = {key: list(eras) for key, eras in decayed.sums.items()}
-    return Decayed(decayed.half_life_days, decayed.era, sums)
+    return Decayed(decayed.half_life_days, decayed.era, dict(decayed.sums))
 
 
 def _copy_activity(act: Activity) -> Activity:
