@@ -74,6 +74,9 @@ def test_rows_are_grouped_by_store_and_order_even_when_interleaved() -> None:
 def test_a_pos_customer_id_is_the_anonymous_id() -> None:
     (order,) = parse("order_id,pos_customer_id,timestamp,sku,price\n7,POS99,2026-01-01,A,3\n")
     assert order.call is not None and order.call["anonymousId"] == "POS99"
+    assert order.call["context"]["externalIds"] == [
+        {"id": "POS99", "type": "pos_customer_id", "collection": "users", "encoding": "none"}
+    ]
 
 
 @pytest.mark.parametrize(

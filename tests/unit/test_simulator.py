@@ -130,9 +130,12 @@ def test_pos_orders_carry_the_card_and_pos_customer_id_of_one_member(
     for call in pos_orders:
         member = owner[call["anonymousId"]]
         assert "userId" not in call and call["anonymousId"] == member.pos_customer_id
-        (external,) = call["context"]["externalIds"]
-        assert external == {"id": member.card_number, "type": "card_number",
-                            "collection": "users", "encoding": "none"}
+        assert call["context"]["externalIds"] == [
+            {"id": member.card_number, "type": "card_number", "collection": "users",
+             "encoding": "none"},
+            {"id": member.pos_customer_id, "type": "pos_customer_id", "collection": "users",
+             "encoding": "none"},
+        ]
         assert call["properties"]["store_id"].startswith("S")
 
 

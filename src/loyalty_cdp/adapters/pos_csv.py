@@ -152,10 +152,13 @@ def _order_call(store_id: str, order_id: str, fields: dict[str, str],
         properties["store_id"] = store_id
     context: dict[str, Any] = {"channel": "pos"}
     card = fields["card_number"]
-    if card:
-        context["externalIds"] = [
-            {"id": card, "type": "card_number", "collection": "users", "encoding": "none"}
-        ]
+    external_ids = [
+        {"id": value, "type": kind, "collection": "users", "encoding": "none"}
+        for kind, value in (("card_number", card), ("pos_customer_id", fields["pos_customer_id"]))
+        if value
+    ]
+    if external_ids:
+        context["externalIds"] = external_ids
     call: dict[str, Any] = {
         "type": "track",
         "event": "Order Completed",

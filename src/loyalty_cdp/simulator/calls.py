@@ -62,6 +62,11 @@ def order_line(product: Product, quantity: int, discount: float) -> dict[str, An
     return line
 
 
+def external_id(value: str, kind: str) -> dict[str, str]:
+    """One entry of ``context.externalIds``, as Segment writes them."""
+    return {"id": value, "type": kind, "collection": "users", "encoding": "none"}
+
+
 def call(
     kind: str,
     message_id: str,

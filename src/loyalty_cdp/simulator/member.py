@@ -18,7 +18,13 @@ from dataclasses import dataclass
 from itertools import accumulate
 from typing import Any
 
-from loyalty_cdp.simulator.calls import IsoClock, call, order_line, product_properties
+from loyalty_cdp.simulator.calls import (
+    IsoClock,
+    call,
+    external_id,
+    order_line,
+    product_properties,
+)
 from loyalty_cdp.simulator.catalog import DAY_MS, Catalog, Category, Product
 from loyalty_cdp.simulator.people import random_uuid, styled_email, styled_phone
 from loyalty_cdp.simulator.personas import CHANNELS, AppInstall, MemberPlan
@@ -153,9 +159,10 @@ class MemberAgent:
                 "os": {"name": "iOS" if install.os == "ios" else "Android"},
             }
         if channel in ("pos", "loyalty"):
-            card = {"id": self.truth.card_number, "type": "card_number",
-                    "collection": "users", "encoding": "none"}
-            return {"channel": channel, "externalIds": [card]}
+            ids = [external_id(self.truth.card_number, "card_number")]
+            if channel == "pos":
+                ids.append(external_id(self.truth.pos_customer_id, "pos_customer_id"))
+            return {"channel": channel, "externalIds": ids}
         return {"channel": channel}
 
     def _traits(self) -> dict[str, Any]:
