@@ -1,22 +1,25 @@
-"""One contract suite for every event log: durability aside, each guarantee of ``base.py`` is checked."""
+"""One contract suite, run against every event log: each guarantee of ``base.py``, checked."""
 
 from __future__ import annotations
 
 import itertools
 import random
+import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from loyalty_cdp.adapters.eventlog import sqlite as sqlite_log
 from loyalty_cdp.adapters.eventlog.base import AppendResult, EventLog, StoredEvent
 from loyalty_cdp.adapters.eventlog.sqlite import SqliteEventLog
 from loyalty_cdp.core.events import Event, normalise
-from loyalty_cdp.errors import InvalidInput
+from loyalty_cdp.errors import InvalidInput, StorageUnavailable
 
 RECEIVED_AT = 1_767_323_046_000  # 2026-01-02T03:04:06Z
 
@@ -188,6 +191,8 @@ def test_delete_member_removes_exactly_its_events(log: EventLog) -> None:
     log.delete_member({"u0", "u2"}, set())
     log.append([make_event("m-new")])
     assert log.read()[-1].offset > last
+    # Erasure forgets the ids too: keeping a person out is the suppression list's job.
+    assert log.append([make_event("m-1", "u1", "a1")]).appended == 1
 
 
 def test_count_last_offset_and_size(log: EventLog) -> None:
@@ -261,6 +266,32 @@ def test_sqlite_erasure_leaves_no_bytes_in_the_file_or_the_wal(tmp_path: Path) -
 
 
 examples = itertools.count()
+
+
+def test_sqlite_fingerprint_collisions_cost_lookups_not_events(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def colliding(message_ids: Iterable[str]) -> np.ndarray:
+        return np.zeros(len(list(message_ids)), dtype="<u8")
+
+    monkeypatch.setattr(sqlite_log, "_message_keys", colliding)
+    log = SqliteEventLog(tmp_path / "events.db")
+    assert log.append([make_event(f"m-{n}") for n in range(50)]).appended == 50
+    repeat = [make_event("m-7"), make_event("m-50"), make_event("m-8", total=1.0)]
+    assert log.append(repeat) == AppendResult(appended=1, duplicates=2, conflicts=1)
+    log.close()
+    assert SqliteEventLog(tmp_path / "events.db").count() == 51
+
+
+def test_sqlite_refuses_a_file_from_a_newer_version(tmp_path: Path) -> None:
+    path = tmp_path / "events.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA user_version = 99")
+    conn.close()
+    with pytest.raises(StorageUnavailable, match="schema version 99"):
+        SqliteEventLog(path).count()
+
+
 batches_of_ids = st.lists(
     st.lists(st.tuples(st.integers(0, 12), st.integers(0, 2)), max_size=12), min_size=1, max_size=6
 )
