@@ -95,7 +95,7 @@ _OF_MEMBER = (
 _MESSAGE_KEY = np.dtype("<u8")
 _MEMBER_KEY = np.dtype("<u4")
 # The dtypes of the fingerprint blobs of a batches row, in column order.
-_BLOB_DTYPES = (_MEMBER_KEY, _MEMBER_KEY, _MESSAGE_KEY)
+_BLOB_DTYPES: tuple[np.dtype, ...] = (_MEMBER_KEY, _MEMBER_KEY, _MESSAGE_KEY)
 _encode_json = msgspec.json.Encoder().encode
 
 
