@@ -202,3 +202,15 @@ def test_settings_are_validated() -> None:
         SignalSettings(at_risk_factor=3, lapsed_factor=2)
     with pytest.raises(InvalidInput, match="new_days"):
         SignalSettings(new_days=0)
+
+
+def test_absurd_event_times_do_not_break_the_signals() -> None:
+    year_9999 = 253_402_300_799_000
+    events = [track(year_9999, "Product Viewed", category="Dog"),
+              order(year_9999, 10, products=[{"category": "Dog", "price": 10}]),
+              track(day(0), "Product Viewed", category="Cat")]
+    found = signals(events, day(1))
+    assert found["browse"]["category_interest"] == {"Dog": 1.0}, "Cat is eras older"
+    assert found["affinity"]["category"] == {"Dog": 1.0}
+    assert found["browse"]["decayed_category_views"] < float("inf")
+    assert found["purchase"]["days_since_last_order"] == 0

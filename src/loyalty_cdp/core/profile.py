@@ -114,7 +114,7 @@ class Decayed(msgspec.Struct, gc=False, array_like=True):
         self.era = era
         if shift:
             for key, eras in list(self.sums.items()):
-                shifted = ((0,) * shift + eras)[:DECAY_ERAS_KEPT]
+                shifted = ((0,) * min(shift, DECAY_ERAS_KEPT) + eras)[:DECAY_ERAS_KEPT]
                 while shifted and not shifted[-1]:
                     shifted = shifted[:-1]
                 if shifted:

@@ -27,6 +27,7 @@ from loyalty_cdp.core.profile import (
 from loyalty_cdp.errors import InvalidInput
 
 ORDER_WINDOWS_DAYS = (30, 90, 365)
+MAX_EXPONENT = 900.0  # keeps decayed values finite when event times are absurdly late
 
 
 class SignalSettings(msgspec.Struct, frozen=True):
@@ -69,20 +70,27 @@ def decayed_values(decayed: Decayed, as_of: int) -> dict[str, float]:
     if decayed.era is None:
         return {}
     half_life_ms = decayed.half_life_days * DAY_MS
-    era_ms = DECAY_ERA_HALF_LIVES * half_life_ms
-    factors = [
-        2.0 ** (((decayed.era - index) * era_ms - as_of) / half_life_ms - DECAY_FRACTION_BITS)
-        for index in range(DECAY_ERAS_KEPT)
-    ]
+    latest_start = decayed.era * DECAY_ERA_HALF_LIVES * half_life_ms
+    exponent = min((latest_start - as_of) / half_life_ms - DECAY_FRACTION_BITS, MAX_EXPONENT)
+    scale = 2.0**exponent
+    return {key: value * scale for key, value in _relative(decayed).items()}
+
+
+def _relative(decayed: Decayed) -> dict[str, float]:
+    """Each key's weight relative to the start of the latest era (no overflow possible)."""
+    factors = [2.0 ** (-DECAY_ERA_HALF_LIVES * index) for index in range(DECAY_ERAS_KEPT)]
     return {
         key: sum(value * factor for value, factor in zip(eras, factors, strict=False))
         for key, eras in decayed.sums.items()
     }
 
 
-def shares(decayed: Decayed, as_of: int, top: int) -> dict[str, float]:
-    """Each key's share of the decayed total, largest first (ties by key), ``top`` kept."""
-    values = decayed_values(decayed, as_of)
+def shares(decayed: Decayed, top: int) -> dict[str, float]:
+    """Each key's share of the decayed total, largest first (ties by key), ``top`` kept.
+
+    Every weight decays by the same factor between two instants, so shares do not depend
+    on the time they are read at."""
+    values = _relative(decayed)
     total = sum(values.values())
     if not total:
         return {}
@@ -165,7 +173,7 @@ def _browse(act: Activity, as_of: int, top: int) -> dict[str, Any]:
     views = sum(decayed_values(browse.categories, as_of).values()) / MONEY_SCALE
     return {
         "product_views": browse.product_views,
-        "category_interest": shares(browse.categories, as_of, top),
+        "category_interest": shares(browse.categories, top),
         "decayed_category_views": views,
         "searches": browse.searches,
         "recent_searches": [query for query, _ in recent],
@@ -243,8 +251,8 @@ def compute_signals(
         "purchase": _purchase(act, as_of),
         "monetary": _monetary(act),
         "affinity": {
-            "category": shares(buy.categories, as_of, settings.top),
-            "brand": shares(buy.brands, as_of, settings.top),
+            "category": shares(buy.categories, settings.top),
+            "brand": shares(buy.brands, settings.top),
         },
         "channel_mix": _channel_mix(act),
         "price_sensitivity": _price_sensitivity(act),
