@@ -67,6 +67,11 @@ def test_server_fields_are_not_trusted() -> None:
     ({"userId": "u", "event": "E", "traits": "x"}, "track", "traits"),
     ({"userId": "u", "event": "E", "sentAt": "soon"}, "track", "sentAt"),
     ({"userId": "u", "name": 5}, "page", "name"),
+    ({"userId": "u\x00", "event": "E"}, "track", "userId"),
+    ({"userId": "u", "event": "E\x00"}, "track", "event"),
+    ({"userId": "u", "event": "E", "messageId": "m\x00"}, "track", "messageId"),
+    ({"userId": "u", "event": "E", "context": {"channel": "pos\x00"}}, "track", "context.channel"),
+    ({"userId": "u", "event": "E", "properties": {"x": "\ud800"}}, "track", ""),
 ])
 def test_invalid_calls_name_the_field(call: dict, call_type: str | None, field: str) -> None:
     with pytest.raises(InvalidInput) as info:

@@ -101,6 +101,8 @@ def _identifier(call: dict[str, Any], key: str) -> str | None:
     text = str(value)
     if len(text) > MAX_ID_CHARS:
         raise InvalidInput(key, f"must be at most {MAX_ID_CHARS} characters")
+    if "\x00" in text:
+        raise InvalidInput(key, "must not contain the NUL character")
     return text or None
 
 
@@ -143,8 +145,8 @@ def normalise(
     message_id = call.get("messageId")
     if message_id is None or message_id == "":
         message_id = default_message_id
-    elif not isinstance(message_id, str):
-        raise InvalidInput("messageId", "must be a string")
+    elif not isinstance(message_id, str) or "\x00" in message_id:
+        raise InvalidInput("messageId", "must be a string without NUL characters")
     elif len(message_id) > MAX_MESSAGE_ID_CHARS:
         raise InvalidInput("messageId", f"must be under {MAX_MESSAGE_ID_CHARS + 1} characters")
 
@@ -159,10 +161,12 @@ def normalise(
         name = call.get("event")
         if not isinstance(name, str) or not name.strip():
             raise InvalidInput("event", "track calls need a non-empty event name")
+        if "\x00" in name:
+            raise InvalidInput("event", "must not contain the NUL character")
     elif kind in ("page", "screen"):
         raw_name = call.get("name")
-        if raw_name is not None and not isinstance(raw_name, str):
-            raise InvalidInput("name", "must be a string")
+        if raw_name is not None and (not isinstance(raw_name, str) or "\x00" in raw_name):
+            raise InvalidInput("name", "must be a string without NUL characters")
         name = raw_name
     elif kind == "group":
         if _identifier(call, "groupId") is None:
@@ -186,13 +190,13 @@ def normalise(
 
     context = call.get("context") or {}
     channel = context.get("channel")
-    if channel is not None and not isinstance(channel, str):
-        raise InvalidInput("context.channel", "must be a string")
+    if channel is not None and (not isinstance(channel, str) or "\x00" in channel):
+        raise InvalidInput("context.channel", "must be a string without NUL characters")
 
     content = {k: v for k, v in call.items() if k not in _RETRY_VOLATILE}
     try:
         payload_hash = hashlib.blake2b(_encoder.encode(content), digest_size=16).digest()
-    except (TypeError, OverflowError, msgspec.EncodeError) as exc:
+    except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as exc:  # ValueError: lone surrogates
         raise InvalidInput("", f"cannot be encoded as JSON: {exc}") from None
 
     body = {k: v for k, v in call.items() if k not in _SERVER_FIELDS}
