@@ -381,6 +381,8 @@ def test_simulate_writes_the_same_file_and_truth_for_the_same_arguments(tmp_path
         (["--members", "5", "--days", "5", "--out", "{dir}"], "is a directory"),
         (["--members", "5", "--days", "5", "--out", "{dir}/x", "--start", "2026-13-01"],
          "start: must be a date"),
+        (["--members", "5", "--days", "5", "--out", "{dir}/x", "--start", "9999-12-30"],
+         "start: must be between 1970-01-01 and 9000-01-01"),
         (["--members", "5", "--days", "5", "--out", "{dir}/x", "--rate", "10"],
          "--rate applies to --target"),
         (["--members", "5", "--days", "5", "--target", "http://127.0.0.1:9", "--write-key", "k",

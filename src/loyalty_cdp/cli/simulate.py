@@ -111,23 +111,22 @@ def simulate(
     ),
 ) -> None:
     """Generate a loyalty program's activity as Segment calls, with its ground truth."""
-    validate(members, days)
+    first_day = _parse_start(start)
+    validate(members, days, first_day)
     if (out is None) == (target is None):
         raise InvalidInput("out", "give exactly one of --out FILE or --target URL")
+    if target is not None and not write_key:
+        raise InvalidInput("write-key", "--target needs --write-key KEY")
     if rate is not None and target is None:
         raise InvalidInput("rate", "--rate applies to --target streaming only")
     for option, path in (("out", out), ("truth", truth)):
         if path is not None and (path.is_dir() or not path.name):
             raise InvalidInput(option, f"{path} is a directory, not a file")
-    first_day = _parse_start(start)
     truth_file = truth if truth is not None else (truth_path(out) if out is not None else None)
 
-    simulation = Simulation(members, days, seed, first_day)
     with ExitStack() as resources:
         sender = None
-        if target is not None:
-            if not write_key:
-                raise InvalidInput("write-key", "--target needs --write-key KEY")
+        if target is not None and write_key:
             from loyalty_cdp.simulator.streaming import BatchSender  # httpx only when needed
 
             sender = resources.enter_context(BatchSender(target, write_key, rate))
@@ -135,6 +134,7 @@ def simulate(
         truth_stream = (
             resources.enter_context(_atomic_file(truth_file, "truth")) if truth_file else None
         )
+        simulation = Simulation(members, days, seed, first_day)
         with progress_bar(days, "simulating") as progress:
             calls = _tracked(simulation.events(), simulation, progress)
             if sender is not None:
@@ -142,7 +142,7 @@ def simulate(
             elif events_file is not None:
                 count, where = _write_jsonl(calls, events_file), str(out)
         if truth_stream is not None:
-            truth_stream.write(simulation.truth.encode())
+            truth_stream.writelines(simulation.truth.chunks())
     typer.echo(
         f"{count:,} events for {members:,} members over {days} days -> {where}"
         + (f" (ground truth: {truth_file})" if truth_file else ""),

@@ -22,6 +22,7 @@ from loyalty_cdp.simulator.scheduler import Scheduler
 from loyalty_cdp.simulator.truth import GroundTruth, ProductTruth
 
 DEFAULT_START = date(2026, 1, 1)
+EARLIEST_START, LATEST_START = date(1970, 1, 1), date(9000, 1, 1)
 MAX_DAYS = 3650
 CURRENCY = "USD"
 # The weekly newsletter goes out on the second day of each simulated week at 10:00 UTC.
@@ -38,11 +39,14 @@ def _epoch_ms(day: date) -> int:
     return (day - date(1970, 1, 1)).days * DAY_MS
 
 
-def validate(members: int, days: int) -> None:
+def validate(members: int, days: int, start: date = DEFAULT_START) -> None:
     if not 1 <= members <= MAX_MEMBERS:
         raise InvalidInput("members", f"must be between 1 and {MAX_MEMBERS:,}, got {members}")
     if not 1 <= days <= MAX_DAYS:
         raise InvalidInput("days", f"must be between 1 and {MAX_DAYS}, got {days}")
+    if not EARLIEST_START <= start <= LATEST_START:
+        raise InvalidInput("start", f"must be between {EARLIEST_START} and {LATEST_START}, "
+                                    f"got {start}")
 
 
 class Simulation:
@@ -55,7 +59,7 @@ class Simulation:
     def __init__(
         self, members: int, days: int, seed: int, start: date = DEFAULT_START
     ) -> None:
-        validate(members, days)
+        validate(members, days, start)
         self.days = days
         self.seed = seed
         self.start = start

@@ -2,11 +2,12 @@
 
 Dates are ISO-8601 strings in UTC. Rates are per day. The whole object is known before the
 first event is generated (devices, join and dropout dates are drawn up front), and it is
-written as one JSON document beside the events (see ``docs/simulator.md``).
+written as one JSON document beside the events, one member per line (``docs/simulator.md``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
@@ -100,12 +101,23 @@ class GroundTruth(msgspec.Struct, frozen=True):
                 return member
         raise KeyError(user_id)
 
-    def encode(self) -> bytes:
-        """The truth as an indented JSON document."""
-        return msgspec.json.format(msgspec.json.encode(self), indent=1)
+    def chunks(self) -> Iterator[bytes]:
+        """The truth as one JSON document, in pieces: one member or product per line."""
+        encode = msgspec.json.encode
+        lists: dict[str, list[MemberTruth] | list[ProductTruth]] = {
+            "members": self.members, "catalog": self.catalog,
+        }
+        head = {name: getattr(self, name) for name in self.__struct_fields__ if name not in lists}
+        yield encode(head)[:-1]  # without its closing brace: the lists follow
+        for name, items in lists.items():
+            yield b',"' + name.encode() + b'":[\n'
+            yield b",\n".join(encode(item) for item in items)
+            yield b"\n]"
+        yield b"}\n"
 
     def write(self, path: Path) -> None:
-        path.write_bytes(self.encode())
+        with path.open("wb") as stream:
+            stream.writelines(self.chunks())
 
     @classmethod
     def read(cls, path: Path) -> GroundTruth:
