@@ -283,3 +283,12 @@ def test_decayed_sums_saturate_instead_of_overflowing() -> None:
         decayed.add("k", 1e15, T0 + i)
     assert decayed.sums["k"][0] == DECAY_CAP
     msgspec.msgpack.encode(decayed)
+
+
+def test_trait_values_too_large_for_messagepack_are_kept_as_text() -> None:
+    huge = 1 << 70
+    profile = fold(None, [identify("m1", T0, big=huge, nested={"n": [huge, 1]}, ok=5)], MEMBER)
+    assert profile.traits["big"].value == str(huge)
+    assert profile.traits["nested"].value == {"n": [str(huge), 1]}
+    assert profile.traits["ok"].value == 5
+    assert msgspec.msgpack.decode(msgspec.msgpack.encode(profile), type=Profile) == profile

@@ -314,6 +314,18 @@ def _collapse(text: str) -> str | None:
     return " ".join(text.split())[:MAX_KEY_CHARS] or None
 
 
+def _storable(value: Any) -> Any:
+    """A trait value that every msgspec codec can store: integers beyond 64 bits (which
+    JSON allows but MessagePack cannot hold) become their decimal text."""
+    if isinstance(value, int) and not -(1 << 63) <= value < (1 << 64):
+        return str(value)
+    if isinstance(value, dict):
+        return {key: _storable(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_storable(item) for item in value]
+    return value
+
+
 def _lww_wins(updated_at: int, message_id: str, current: Trait | WishlistItem | None) -> bool:
     if current is None:
         return True
@@ -516,7 +528,7 @@ def _apply(act: Activity, traits: dict[str, Trait], event: DecodedEvent) -> None
     elif kind == "identify":
         for key, value in event.traits.items():
             if _lww_wins(at, event.message_id, traits.get(key)):
-                traits[key] = Trait(value, at, event.message_id)
+                traits[key] = Trait(_storable(value), at, event.message_id)
     elif kind in ("page", "screen"):
         _view(act, event, event.properties, channel)
 
