@@ -14,11 +14,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy.special import betaln, expit, gammaln
+from scipy.special import expit
 
 from loyalty_cdp.core.predictions.artefact import model_from_dict, model_to_dict
-from loyalty_cdp.core.predictions.hypergeometric import hyp2f1
 from loyalty_cdp.core.predictions.mle import maximise_likelihood, member_weights
+from loyalty_cdp.core.predictions.special import hyp2f1, log_rising_factorial
 from loyalty_cdp.core.predictions.summary import DAYS_PER_WEEK, check_horizon, check_rfm
 from loyalty_cdp.errors import InvalidInput
 
@@ -37,14 +37,28 @@ def bgnbd_log_likelihood(
     recency: ArrayLike,
     T: ArrayLike,
 ) -> FloatArray:
-    """Per-member log-likelihood, FHL (2005) equation 6, combined in log space."""
-    x, t_x, t_obs = (np.asarray(column, dtype=np.float64) for column in (frequency, recency, T))
-    shared = gammaln(r + x) - gammaln(r) + r * np.log(alpha)
-    beta_ab = betaln(a, b)
-    still_alive = betaln(a, b + x) - beta_ab - (r + x) * np.log(alpha + t_obs)
+    """Per-member log-likelihood, FHL (2005) equation 6, combined in log space.
+
+    With (c)_x the rising factorial, the beta functions reduce to
+    B(a, b+x) / B(a, b) = (b)_x / (a+b)_x and B(a+1, b+x-1) / B(a, b) = a (b)_x / ((b+x-1) (a+b)_x).
+    """
+    x, t_x, t_obs = check_rfm(frequency, recency, T)
+    return _log_likelihood(r, alpha, a, b, x, t_x, t_obs)
+
+
+def _log_likelihood(
+    r: float, alpha: float, a: float, b: float, x: FloatArray, t_x: FloatArray, t_obs: FloatArray
+) -> FloatArray:
+    shared = (
+        log_rising_factorial(r, x)
+        + r * np.log(alpha)
+        + log_rising_factorial(b, x)
+        - log_rising_factorial(a + b, x)
+    )
+    still_alive = -(r + x) * np.log(alpha + t_obs)
     dropped_after_last = np.where(
         x > 0,
-        betaln(a + 1, b + np.maximum(x, 1) - 1) - beta_ab - (r + x) * np.log(alpha + t_x),
+        np.log(a) - np.log(b + np.maximum(x, 1) - 1) - (r + x) * np.log(alpha + t_x),
         -np.inf,
     )
     return np.asarray(shared + np.logaddexp(still_alive, dropped_after_last), dtype=np.float64)
@@ -52,7 +66,7 @@ def bgnbd_log_likelihood(
 
 def _likelihood(parameters: FloatArray, data: Sequence[FloatArray]) -> FloatArray:
     r, alpha, a, b = (float(value) for value in parameters)
-    return bgnbd_log_likelihood(r, alpha, a, b, data[0], data[1], data[2])
+    return _log_likelihood(r, alpha, a, b, data[0], data[1], data[2])
 
 
 @dataclass(frozen=True, slots=True)

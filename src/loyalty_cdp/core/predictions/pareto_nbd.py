@@ -22,11 +22,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy.special import expit, gammaln
+from scipy.special import expit
 
 from loyalty_cdp.core.predictions.artefact import model_from_dict, model_to_dict
-from loyalty_cdp.core.predictions.hypergeometric import hyp2f1
 from loyalty_cdp.core.predictions.mle import maximise_likelihood, member_weights
+from loyalty_cdp.core.predictions.special import hyp2f1, log_rising_factorial
 from loyalty_cdp.core.predictions.summary import DAYS_PER_WEEK, check_horizon, check_rfm
 from loyalty_cdp.errors import InvalidInput
 
@@ -84,15 +84,21 @@ def pareto_nbd_log_likelihood(
     T: ArrayLike,
 ) -> FloatArray:
     """Per-member log-likelihood of the Pareto/NBD model."""
-    x, t_x, t_obs = (np.asarray(column, dtype=np.float64) for column in (frequency, recency, T))
+    x, t_x, t_obs = check_rfm(frequency, recency, T)
+    return _log_likelihood(r, alpha, s, beta, x, t_x, t_obs)
+
+
+def _log_likelihood(
+    r: float, alpha: float, s: float, beta: float, x: FloatArray, t_x: FloatArray, t_obs: FloatArray
+) -> FloatArray:
     alive, dropped = _log_parts(r, alpha, s, beta, x, t_x, t_obs)
-    shared = gammaln(r + x) - gammaln(r) + r * np.log(alpha) + s * np.log(beta)
+    shared = log_rising_factorial(r, x) + r * np.log(alpha) + s * np.log(beta)
     return np.asarray(shared + np.logaddexp(alive, dropped), dtype=np.float64)
 
 
 def _likelihood(parameters: FloatArray, data: Sequence[FloatArray]) -> FloatArray:
     r, alpha, s, beta = (float(value) for value in parameters)
-    return pareto_nbd_log_likelihood(r, alpha, s, beta, data[0], data[1], data[2])
+    return _log_likelihood(r, alpha, s, beta, data[0], data[1], data[2])
 
 
 @dataclass(frozen=True, slots=True)
