@@ -1,7 +1,7 @@
 """BG/NBD purchase model (Fader, Hardie and Lee 2005): fit, probability alive, expected purchases.
 
 While alive a member buys as a Poisson process with rate lambda ~ Gamma(r, alpha); after each
-purchase they drop out with probability p ~ Beta(a, b). Inputs per member are ``frequency``
+repeat purchase they drop out with probability p ~ Beta(a, b). Inputs per member are ``frequency``
 (repeat purchases x), ``recency`` (t_x, time of the last purchase since the first) and ``T``
 (time since the first purchase), all in the model's time unit.
 """
@@ -40,7 +40,8 @@ def bgnbd_log_likelihood(
     """Per-member log-likelihood, FHL (2005) equation 6, combined in log space.
 
     With (c)_x the rising factorial, the beta functions reduce to
-    B(a, b+x) / B(a, b) = (b)_x / (a+b)_x and B(a+1, b+x-1) / B(a, b) = a (b)_x / ((b+x-1) (a+b)_x).
+    B(a, b+x) / B(a, b) = (b)_x / (a+b)_x and
+    B(a+1, b+x-1) / B(a, b) = a (b)_x / ((b+x-1) (a+b)_x).
     """
     x, t_x, t_obs = check_rfm(frequency, recency, T)
     return _log_likelihood(r, alpha, a, b, x, t_x, t_obs)

@@ -1,4 +1,4 @@
-"""Special functions as the models need them: a 2F1 without SciPy's blind spots, log rising factorials."""
+"""Special functions for the models: a guarded Gauss hypergeometric 2F1, log rising factorials."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ _TABLE_LIMIT = 10_000
 
 
 def hyp2f1(a: ArrayLike, b: ArrayLike, c: ArrayLike, z: ArrayLike) -> NDArray[np.float64]:
-    """2F1(a, b; c; z) elementwise (broadcasting), finite wherever the function is finite."""
+    """2F1(a, b; c; z) elementwise (broadcasting), SciPy's degenerate-case failures recomputed."""
     a_, b_, c_, z_ = np.broadcast_arrays(
         *(np.asarray(value, dtype=np.float64) for value in (a, b, c, z))
     )
