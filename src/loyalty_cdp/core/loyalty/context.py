@@ -69,13 +69,13 @@ class FoldContext:
         rules: list[tuple[str, int]],
         pending: bool,
         extra: dict[str, Any],
-    ) -> int:
-        """Credit a lot, count it in lifetime points and emit ``Points Earned``; returns
-        the lot's ref. ``cause`` (a message id and a suffix) makes the ids deterministic."""
+    ) -> None:
+        """Credit a lot, count it in lifetime points and emit ``Points Earned``; ``cause``
+        (a message id and a suffix) makes the event's id deterministic."""
         state = self.state
         lot = ledger.credit(
-            state, version.ledger, ref=ledger.lot_ref(cause), source=source, at=at,
-            points=points, pending=pending, kind="earn",
+            state, version.ledger, source=source, at=at, points=points, pending=pending,
+            kind="earn",
         )
         state.lifetime_points += points
         properties = {
@@ -91,7 +91,6 @@ class FoldContext:
         }
         properties.update(extra)
         self.emit(POINTS_EARNED, at, cause, properties)
-        return lot.ref
 
     def tier_changed(self, change: tiers.TierChange | None, at: int, cause: str) -> None:
         if change is None:

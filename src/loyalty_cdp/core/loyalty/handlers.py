@@ -30,17 +30,21 @@ from loyalty_cdp.core.loyalty.returns import apply_refund
 from loyalty_cdp.core.loyalty.rewards import decide
 from loyalty_cdp.core.loyalty.state import OrderLine, OrderRecord, Redemption
 
-WISHLIST_LIMIT = 50
+WISHLIST_LIMIT = 20
 
 
 def _take_back(
-    fold: FoldContext, version: ProgramVersion, points: int, order: OrderRecord | None
+    fold: FoldContext,
+    version: ProgramVersion,
+    points: int,
+    order: OrderRecord | None,
+    source: str,
 ) -> tuple[int, int]:
     """Take ``points`` back: from the order's lot first, then the balance under the refund
     policy. Returns (points taken back, points left unrecovered)."""
     state = fold.state
     taken = (
-        ledger.take_from_lot(state, order.lot_ref, order.expires_at, points) if order else 0
+        ledger.take_from_lot(state, source, order.expires_at, points) if order else 0
     )
     rest = points - taken
     if rest and version.ledger.allow_negative:
@@ -88,10 +92,9 @@ def order_completed(fold: FoldContext, version: ProgramVersion, event: LoyaltyIn
         budgets=fold.budgets,
         budget_key=f"{state.member_id}\x1f{order.order_id}",
     )
-    lot_ref = 0
     expires_at = version.ledger.expires_at(at)
     if result.points:
-        lot_ref = fold.earned(
+        fold.earned(
             version, at, cause=f"{event.message_id}:earn", source=f"order:{order.order_id}",
             points=result.points, rules=result.rules, pending=True,
             extra={"order_id": order.order_id},
@@ -104,10 +107,9 @@ def order_completed(fold: FoldContext, version: ProgramVersion, event: LoyaltyIn
     tiers.add_contribution(state, at, qualifying, at)
     state.orders[order.order_id] = OrderRecord(
         at=at,
-        lot_ref=lot_ref,
         expires_at=expires_at,
         lines=[
-            OrderLine(line.product_id, line.sku, line.quantity, amount, money, points, 0)
+            OrderLine(line.product_id or line.sku, line.quantity, amount, money, points, 0)
             for line, amount, money, points in zip(
                 result.lines, result.line_amounts, result.line_money, result.line_points,
                 strict=True,
@@ -121,7 +123,11 @@ def order_completed(fold: FoldContext, version: ProgramVersion, event: LoyaltyIn
     )
     state.purchase_count += 1
     fold.tier_changed(tiers.check_upgrade(plan, state, at), at, event.message_id)
-    categories = {line.category for line in result.lines if line.category}
+    categories = {
+        line.category
+        for line, amount in zip(result.lines, result.line_amounts, strict=True)
+        if amount and line.category
+    }
     found = milestones.on_purchase(version.milestones, state, event.channel, categories)
     found += milestones.on_points(version.milestones, state)
     fold.achieved(version, at, found)
@@ -146,14 +152,15 @@ def order_refunded(fold: FoldContext, version: ProgramVersion, event: LoyaltyInp
     outcome = apply_refund(order, refund, order_version.tiers.metric)
     taken = unrecovered = 0
     if outcome.reverse_points:
-        taken, unrecovered = _take_back(fold, version, outcome.reverse_points, order)
+        taken, unrecovered = _take_back(
+            fold, version, outcome.reverse_points, order, f"order:{refund.order_id}"
+        )
         ledger.add_entry(state, at, "reverse", -taken, f"refund:{refund.refund_id}")
         state.reversed_points += taken
         state.lifetime_points -= outcome.reverse_points
     if outcome.return_points:
         ledger.credit(
-            state, version.ledger, ref=ledger.lot_ref(f"{event.message_id}:return"),
-            source=f"refund:{refund.refund_id}", at=at, points=outcome.return_points,
+            state, version.ledger, source=f"refund:{refund.refund_id}", at=at, points=outcome.return_points,
             pending=False, kind="return",
         )
         state.redeemed_points -= outcome.return_points
@@ -185,7 +192,7 @@ def points_adjusted(fold: FoldContext, version: ProgramVersion, event: LoyaltyIn
             extra={"reason": adjustment.reason, "adjustment_id": adjustment.adjustment_id},
         )
         return
-    taken, unrecovered = _take_back(fold, version, -adjustment.points, None)
+    taken, unrecovered = _take_back(fold, version, -adjustment.points, None, "")
     ledger.add_entry(state, at, "adjust", -taken, source)
     state.lifetime_points -= taken
     fold.emit(POINTS_REVERSED, at, event.message_id, {

@@ -149,11 +149,8 @@ class Order(msgspec.Struct, gc=False):
     points_redeemed: int
 
 
-def _identifier(value: Any) -> str:
-    return value.strip() if type(value) is str else text(value)
-
-
 def _product_line(raw: Any) -> ProductLine | None:
+    """One ``products[]`` entry, or None when it has no usable price or quantity."""
     if type(raw) is not dict:
         return None
     get = raw.get
@@ -166,23 +163,28 @@ def _product_line(raw: Any) -> ProductLine | None:
         return None
     gross = price * quantity
     discount = get("discount")
-    discount = (money_cents(discount) or 0) if discount is not None else 0
+    discount = min(max(money_cents(discount) or 0, 0), gross) if discount is not None else 0
+    product_id = get("product_id")
+    sku = get("sku")
     category = get("category")
     brand = get("brand")
     return ProductLine(
-        _identifier(get("product_id")),
-        _identifier(get("sku")),
+        product_id.strip() if type(product_id) is str else text(product_id),
+        sku.strip() if type(sku) is str else text(sku),
         category.strip().casefold() if type(category) is str else "",
         brand.strip().casefold() if type(brand) is str else "",
         quantity,
         gross,
-        min(max(discount, 0), gross),
+        discount,
     )
 
 
-def _amount(properties: Mapping[str, Any], key: str) -> int | None:
+def _amount(properties: Mapping[str, Any], key: str) -> int:
+    """A non-negative order-level amount in hundredths (0 when absent or unusable)."""
     value = properties.get(key)
-    return None if value is None else money_cents(value)
+    if value is None:
+        return 0
+    return max(money_cents(value) or 0, 0)
 
 
 def parse_order(properties: Mapping[str, Any], message_id: str) -> Order:
@@ -194,26 +196,29 @@ def parse_order(properties: Mapping[str, Any], message_id: str) -> Order:
             line = _product_line(raw)
             if line is not None:
                 lines.append(line)
-    shipping = max(_amount(properties, "shipping") or 0, 0)
-    tax = max(_amount(properties, "tax") or 0, 0)
+    shipping = _amount(properties, "shipping")
+    tax = _amount(properties, "tax")
     fallback = 0
     if not lines:
-        subtotal = _amount(properties, "subtotal")
-        total = _amount(properties, "total")
-        if subtotal is None and total is not None:
-            subtotal = total - shipping - tax
-        fallback = max(subtotal if subtotal is not None else _amount(properties, "revenue") or 0, 0)
+        if properties.get("subtotal") is not None:
+            fallback = _amount(properties, "subtotal")
+        elif properties.get("total") is not None:
+            fallback = max(_amount(properties, "total") - shipping - tax, 0)
+        else:
+            fallback = _amount(properties, "revenue")
     redeemed = properties.get("points_redeemed")
-    redeemed = whole_number(redeemed) or 0 if redeemed is not None else 0
+    redeemed = max(whole_number(redeemed) or 0, 0) if redeemed is not None else 0
+    order_id = properties.get("order_id")
+    order_id = order_id.strip() if type(order_id) is str else text(order_id)
     return Order(
-        order_id=_identifier(properties.get("order_id")) or message_id,
-        lines=lines,
-        has_line_discounts=any(line.discount for line in lines),
-        discount=max(_amount(properties, "discount") or 0, 0),
-        shipping=shipping,
-        tax=tax,
-        fallback_amount=fallback,
-        points_redeemed=max(redeemed, 0),
+        order_id or message_id,
+        lines,
+        any(line.discount for line in lines),
+        _amount(properties, "discount"),
+        shipping,
+        tax,
+        fallback,
+        redeemed,
     )
 
 

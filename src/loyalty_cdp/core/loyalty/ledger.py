@@ -9,7 +9,6 @@ folded into one ``carried`` entry, so the sum still holds.
 
 from __future__ import annotations
 
-import hashlib
 from bisect import insort
 
 from loyalty_cdp.core.loyalty.periods import (
@@ -28,17 +27,11 @@ from loyalty_cdp.core.loyalty.program import (
 )
 from loyalty_cdp.core.loyalty.state import Entry, Lot, LoyaltyState
 
-MAX_ENTRIES = 16
+MAX_ENTRIES = 12
 
 
-def lot_ref(cause: str) -> int:
-    """A lot's stable id: 63 bits of blake2b of its cause (a message id and a suffix)."""
-    digest = hashlib.blake2b(cause.encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") >> 1
-
-
-def _spend_order(lot: Lot) -> tuple[int, int, int]:
-    return (lot.expires_at, lot.earned_at, lot.ref)
+def _spend_order(lot: Lot) -> tuple[int, int, str]:
+    return (lot.expires_at, lot.earned_at, lot.source)
 
 
 class LedgerPlan:
@@ -107,7 +100,6 @@ def credit(
     state: LoyaltyState,
     plan: LedgerPlan,
     *,
-    ref: int,
     source: str,
     at: int,
     points: int,
@@ -131,7 +123,6 @@ def credit(
             _repay(state, same)
             return same
     lot = Lot(
-        ref=ref,
         source=source,
         earned_at=at,
         active_at=at + plan.pending_ms if pending else at,
@@ -214,10 +205,10 @@ def spend(state: LoyaltyState, points: int) -> int:
     return points - wanted
 
 
-def take_from_lot(state: LoyaltyState, ref: int, expires_at: int, points: int) -> int:
-    """Take up to ``points`` from lot ``ref`` or, once merged, the active lot expiring at
-    ``expires_at``; returns what was taken."""
-    found = next((lot for lot in state.lots if lot.ref == ref), None) if ref else None
+def take_from_lot(state: LoyaltyState, source: str, expires_at: int, points: int) -> int:
+    """Take up to ``points`` from the pending lot of ``source`` or, once it became active,
+    from the active lot expiring at ``expires_at``; returns what was taken."""
+    found = next((lot for lot in state.lots if lot.pending and lot.source == source), None)
     if found is None:
         found = _active_lot(state, expires_at)
     if found is None:

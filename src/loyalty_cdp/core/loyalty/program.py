@@ -28,7 +28,7 @@ class _Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     """Base of every configuration object: immutable, keyword-only, unknown keys rejected."""
 
 
-class Eligibility(_Config, kw_only=True):
+class Eligibility(_Config, frozen=True, kw_only=True):
     exclude_categories: frozenset[str] = frozenset()
     exclude_brands: frozenset[str] = frozenset()
     exclude_skus: frozenset[str] = frozenset()
@@ -39,7 +39,7 @@ class Eligibility(_Config, kw_only=True):
     earn_on_points_payment: bool = False
 
 
-class Match(_Config, kw_only=True):
+class Match(_Config, frozen=True, kw_only=True):
     categories: frozenset[str] = frozenset()
     brands: frozenset[str] = frozenset()
     skus: frozenset[str] = frozenset()
@@ -47,12 +47,12 @@ class Match(_Config, kw_only=True):
     wishlisted: bool = False
 
 
-class Budget(_Config, kw_only=True):
+class Budget(_Config, frozen=True, kw_only=True):
     total_points: int | None = None
     member_points: int | None = None
 
 
-class _Rule(_Config, tag_field="type", kw_only=True):
+class _Rule(_Config, tag_field="type", frozen=True, kw_only=True):
     id: str
     match: Match = Match()
     starts: datetime.date | None = None
@@ -65,11 +65,11 @@ class _Rule(_Config, tag_field="type", kw_only=True):
     budget: Budget = Budget()
 
 
-class MultiplierRule(_Rule, tag="multiplier", kw_only=True):
+class MultiplierRule(_Rule, tag="multiplier", frozen=True, kw_only=True):
     multiplier: float
 
 
-class OrderBonusRule(_Rule, tag="order_bonus", kw_only=True):
+class OrderBonusRule(_Rule, tag="order_bonus", frozen=True, kw_only=True):
     points: int
     min_eligible_amount: float = 0
 
@@ -77,7 +77,7 @@ class OrderBonusRule(_Rule, tag="order_bonus", kw_only=True):
 EarnRule = MultiplierRule | OrderBonusRule
 
 
-class BonusEvent(_Config, kw_only=True):
+class BonusEvent(_Config, frozen=True, kw_only=True):
     id: str
     event: str
     points: int
@@ -89,37 +89,37 @@ class BonusEvent(_Config, kw_only=True):
     tier_points: bool = False
 
 
-class Earn(_Config, kw_only=True):
+class Earn(_Config, frozen=True, kw_only=True):
     points_per_unit: float = 1
     eligibility: Eligibility = Eligibility()
     rules: tuple[EarnRule, ...] = ()
     bonus_events: tuple[BonusEvent, ...] = ()
 
 
-class NoExpiry(_Config, tag_field="policy", tag="none", kw_only=True):
+class NoExpiry(_Config, tag_field="policy", tag="none", frozen=True, kw_only=True):
     pass
 
 
-class DaysAfterEarn(_Config, tag_field="policy", tag="days_after_earn", kw_only=True):
+class DaysAfterEarn(_Config, tag_field="policy", tag="days_after_earn", frozen=True, kw_only=True):
     days: int
 
 
-class EndOfMonth(_Config, tag_field="policy", tag="end_of_month", kw_only=True):
+class EndOfMonth(_Config, tag_field="policy", tag="end_of_month", frozen=True, kw_only=True):
     months: int = 0
 
 
-class EndOfYear(_Config, tag_field="policy", tag="end_of_year", kw_only=True):
+class EndOfYear(_Config, tag_field="policy", tag="end_of_year", frozen=True, kw_only=True):
     years: int = 0
 
 
-class InactivityDays(_Config, tag_field="policy", tag="inactivity_days", kw_only=True):
+class InactivityDays(_Config, tag_field="policy", tag="inactivity_days", frozen=True, kw_only=True):
     days: int
 
 
 Expiry = NoExpiry | DaysAfterEarn | EndOfMonth | EndOfYear | InactivityDays
 
 
-class Ledger(_Config, kw_only=True):
+class Ledger(_Config, frozen=True, kw_only=True):
     pending_days: int = 0
     expiry: Expiry = NoExpiry()
     expiring_soon_days: int = 0
@@ -127,18 +127,18 @@ class Ledger(_Config, kw_only=True):
     refund_window_days: int = 90
 
 
-class TierBenefits(_Config, kw_only=True):
+class TierBenefits(_Config, frozen=True, kw_only=True):
     multiplier: float = 1
     free_shipping: bool = False
 
 
-class Tier(_Config, kw_only=True):
+class Tier(_Config, frozen=True, kw_only=True):
     name: str
     threshold: float
     benefits: TierBenefits = TierBenefits()
 
 
-class Tiers(_Config, kw_only=True):
+class Tiers(_Config, frozen=True, kw_only=True):
     metric: Literal["tier_points", "qualifying_spend", "purchase_count"] = "tier_points"
     window: Literal["rolling_12_months", "calendar_year", "anniversary"] = "rolling_12_months"
     grace_days: int = 0
@@ -147,28 +147,28 @@ class Tiers(_Config, kw_only=True):
     levels: tuple[Tier, ...] = (Tier(name="Member", threshold=0),)
 
 
-class _Milestone(_Config, tag_field="type", kw_only=True):
+class _Milestone(_Config, tag_field="type", frozen=True, kw_only=True):
     id: str
     bonus_points: int = 0
 
 
-class NthPurchase(_Milestone, tag="nth_purchase", kw_only=True):
+class NthPurchase(_Milestone, tag="nth_purchase", frozen=True, kw_only=True):
     n: int
 
 
-class LifetimePoints(_Milestone, tag="lifetime_points", kw_only=True):
+class LifetimePoints(_Milestone, tag="lifetime_points", frozen=True, kw_only=True):
     threshold: int
 
 
-class Anniversary(_Milestone, tag="anniversary", kw_only=True):
+class Anniversary(_Milestone, tag="anniversary", frozen=True, kw_only=True):
     years: int
 
 
-class FirstPurchaseInChannel(_Milestone, tag="first_purchase_in_channel", kw_only=True):
+class FirstPurchaseInChannel(_Milestone, tag="first_purchase_in_channel", frozen=True, kw_only=True):
     channel: str
 
 
-class FirstPurchaseInCategory(_Milestone, tag="first_purchase_in_category", kw_only=True):
+class FirstPurchaseInCategory(_Milestone, tag="first_purchase_in_category", frozen=True, kw_only=True):
     category: str
 
 
@@ -177,7 +177,7 @@ Milestone = (
 )
 
 
-class _Reward(_Config, tag_field="type", kw_only=True):
+class _Reward(_Config, tag_field="type", frozen=True, kw_only=True):
     id: str
     name: str = ""
     per_member_limit: int | None = None
@@ -186,19 +186,19 @@ class _Reward(_Config, tag_field="type", kw_only=True):
     tiers: frozenset[str] = frozenset()
 
 
-class DiscountVoucher(_Reward, tag="discount_voucher", kw_only=True):
+class DiscountVoucher(_Reward, tag="discount_voucher", frozen=True, kw_only=True):
     cost: int
     value: float
     code_prefix: str = "LOY"
 
 
-class FreeProduct(_Reward, tag="free_product", kw_only=True):
+class FreeProduct(_Reward, tag="free_product", frozen=True, kw_only=True):
     cost: int
     sku: str
     code_prefix: str = "GIFT"
 
 
-class PointsPayment(_Reward, tag="points_payment", kw_only=True):
+class PointsPayment(_Reward, tag="points_payment", frozen=True, kw_only=True):
     min_points: int = 1
     max_points: int | None = None
 
@@ -206,7 +206,7 @@ class PointsPayment(_Reward, tag="points_payment", kw_only=True):
 Reward = DiscountVoucher | FreeProduct | PointsPayment
 
 
-class Program(_Config, kw_only=True):
+class Program(_Config, frozen=True, kw_only=True):
     """One version of a program: every section of one YAML document."""
 
     program: str

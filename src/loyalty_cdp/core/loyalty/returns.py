@@ -43,9 +43,7 @@ def _mark_returned(order: OrderRecord, refund: Refund) -> None:
         for line in order.lines:
             if wanted == 0:
                 break
-            same = (product_id and line.product_id == product_id) or (
-                not product_id and sku and line.sku == sku
-            )
+            same = line.key in (product_id, sku) and bool(line.key)
             if same and line.returned < line.quantity:
                 taken = min(wanted, line.quantity - line.returned)
                 line.returned += taken

@@ -57,22 +57,22 @@ def next_due(state: LoyaltyState) -> int:
 
 def _lots(fold: FoldContext, at: int) -> None:
     state = fold.state
-    warnings: dict[int, list[int]] = {}
+    warnings: dict[int, tuple[int, str]] = {}
     expired = 0
-    first_expired = 0
+    first_expired = ""
     for lot in state.lots:
         if lot.pending and lot.active_at <= at:
             ledger.activate(state, lot)
         if lot.warn_at <= at:
             lot.warn_at = NEVER
             if lot.remaining and lot.expires_at > at:
-                group = warnings.setdefault(lot.expires_at, [0, lot.ref])
-                group[0] += lot.remaining
+                points, source = warnings.get(lot.expires_at, (0, lot.source))
+                warnings[lot.expires_at] = (points + lot.remaining, source)
         if lot.expires_at <= at and lot.remaining:
-            first_expired = first_expired or lot.ref
+            first_expired = first_expired or lot.source
             expired += ledger.expire(state, lot)
-    for expires_at, (points, ref) in sorted(warnings.items()):
-        fold.emit(POINTS_EXPIRING_SOON, at, f"{expires_at}:{ref}", {
+    for expires_at, (points, source) in sorted(warnings.items()):
+        fold.emit(POINTS_EXPIRING_SOON, at, f"{expires_at}:{source}", {
             "points": points,
             "expires_at": iso(expires_at),
             "reason": "expiry_date",

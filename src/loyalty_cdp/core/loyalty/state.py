@@ -23,11 +23,10 @@ class Lot(msgspec.Struct, array_like=True, gc=False):
 
     A purchase's lot is *pending* until ``active_at`` (the return window), then *active*.
     Active lots that expire at the same instant are merged into one, so a member has
-    about one active lot per expiry date. ``ref`` is a 64-bit hash of the causing
-    message id, stable across replays; ``source`` says what first created the lot.
+    about one active lot per expiry date. ``source`` says what created the lot (the
+    first of a merged lot's sources); a pending lot's source is its order, ``order:<id>``.
     """
 
-    ref: int
     source: str  # "order:<id>", "bonus:<rule>", "milestone:<id>", "adjustment:<id>", ...
     earned_at: int
     active_at: int
@@ -48,8 +47,7 @@ class Entry(msgspec.Struct, array_like=True, gc=False):
 
 
 class OrderLine(msgspec.Struct, array_like=True, gc=False):
-    product_id: str
-    sku: str
+    key: str  # the product id, or the SKU when the line had none: refunds match on it
     quantity: int
     amount: int  # the line's eligible amount, hundredths
     money: int  # what the member paid for the line, hundredths
@@ -61,8 +59,7 @@ class OrderRecord(msgspec.Struct, array_like=True, gc=False):
     """What a refund of the order needs to know, kept for ``ledger.refund_window_days``."""
 
     at: int
-    lot_ref: int  # the order's pending lot, 0 when it earned nothing
-    expires_at: int  # its expiry: once active, its points sit in that date's lot
+    expires_at: int  # its points' expiry: once active, they sit in that date's lot
     lines: list[OrderLine]
     bonus_points: int  # order-level points (order bonuses), not tied to a line
     points: int  # everything the order earned

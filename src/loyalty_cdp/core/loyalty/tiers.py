@@ -152,20 +152,23 @@ def metric(state: LoyaltyState, low: int, high: int) -> int:
 
 def current_metric(plan: TierPlan, state: LoyaltyState, at: int) -> int:
     """The metric of the current window at ``at``, kept up to date in the state: when the
-    window's first day moves forward only the days it leaves behind are subtracted."""
+    window's first day moves forward, the days it leaves behind are subtracted and dropped.
+    Call it only after the reviews due by ``at`` have run (the fold does)."""
     low, _ = current_window(plan, state, at)
     first_day = -(-low // DAY_MS)
     cached = state.metric_from_day
     if cached == first_day:
         return state.metric_sum
     if 0 <= cached < first_day:
-        left = 0
+        # Days before the window can no longer count (reviews ran before this call).
+        kept = 0
         for day, value in state.qualifying:
             if day >= first_day:
                 break
             if day >= cached:
-                left += value
-        state.metric_sum -= left
+                state.metric_sum -= value
+            kept += 1
+        del state.qualifying[:kept]
     else:
         state.metric_sum = sum(value for day, value in state.qualifying if day >= first_day)
     state.metric_from_day = first_day
