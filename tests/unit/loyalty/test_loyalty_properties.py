@@ -242,3 +242,37 @@ def test_returning_everything_leaves_no_points_from_the_orders(
         assert record.points - record.reversed_points == 0
         assert record.returned_paid == record.points_paid
     check_invariants(state)
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(10**30), 10**30)
+    | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner,
+                                                                 max_size=4),
+    max_leaves=12,
+)
+FIELDS = ["order_id", "products", "price", "quantity", "discount", "total", "shipping", "tax",
+          "points_redeemed", "refund_id", "amount", "reward_id", "idempotency_key", "points",
+          "reason", "adjustment_id", "birthday", "product_id", "sku", "category"]
+NAMES = ["Order Completed", "Order Refunded", "Reward Redeemed", "Points Adjusted",
+         "Product Reviewed", "identify", "Product Added to Wishlist"]
+
+
+@FAST
+@given(st.lists(st.tuples(
+    st.sampled_from(NAMES),
+    st.dictionaries(st.sampled_from(FIELDS), JSON | st.lists(
+        st.dictionaries(st.sampled_from(FIELDS), JSON, max_size=6), max_size=3), max_size=8),
+    st.integers(0, 400),
+), max_size=12))
+def test_any_input_is_folded_without_error_and_stays_storable(
+    calls: list[tuple[str, dict[str, Any], int]],
+) -> None:
+    engine = LoyaltyEngine(BOOKS["calendar-spend-negative"])
+    inputs = [
+        LoyaltyInput(f"m{index}", START + day * DAY, name, properties, "web")
+        for index, (name, properties, day) in enumerate(calls)
+    ]
+    state, _ = engine.replay("u1", inputs, START + 500 * DAY)
+    check_invariants(state)
+    encode(state)

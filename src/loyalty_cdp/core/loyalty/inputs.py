@@ -25,6 +25,10 @@ POINTS_ADJUSTED = "Points Adjusted"
 COMMAND_EVENTS = frozenset({REWARD_REDEEMED, POINTS_ADJUSTED})
 
 _decode = msgspec.json.Decoder().decode
+# Larger amounts are treated as unusable, so that no input can overflow stored integers.
+MAX_MONEY_CENTS = 10**14
+MAX_QUANTITY = 10**6
+MAX_POINTS = 10**12
 
 
 class LoyaltyInput(msgspec.Struct, frozen=True, gc=False):
@@ -91,16 +95,18 @@ def from_event(event: _LoggedEvent) -> LoyaltyInput | None:
 def money_cents(value: Any) -> int | None:
     """A money amount (number or numeric string) as whole hundredths, None when unusable."""
     kind = type(value)
-    if kind is float:
-        return round(value * 100) if math.isfinite(value) else None
-    if kind is int:
-        return int(value) * 100
     if kind is str:
         try:
-            number = float(value)
+            value = float(value)
         except ValueError:
             return None
-        return round(number * 100) if math.isfinite(number) else None
+        kind = float
+    if kind is float:
+        if not math.isfinite(value) or abs(value) * 100 > MAX_MONEY_CENTS:
+            return None
+        return round(value * 100)
+    if kind is int:
+        return int(value) * 100 if abs(value) * 100 <= MAX_MONEY_CENTS else None
     return None
 
 
@@ -154,12 +160,11 @@ def _product_line(raw: Any) -> ProductLine | None:
     if type(raw) is not dict:
         return None
     get = raw.get
-    price = get("price")
-    price = round(price * 100) if type(price) is float and math.isfinite(price) else money_cents(price)
+    price = money_cents(get("price"))
     quantity = get("quantity", 1)
     if type(quantity) is not int:
         quantity = whole_number(quantity)
-    if price is None or price < 0 or quantity is None or quantity < 1:
+    if price is None or price < 0 or quantity is None or not 1 <= quantity <= MAX_QUANTITY:
         return None
     gross = price * quantity
     discount = get("discount")
@@ -207,7 +212,7 @@ def parse_order(properties: Mapping[str, Any], message_id: str) -> Order:
         else:
             fallback = _amount(properties, "revenue")
     redeemed = properties.get("points_redeemed")
-    redeemed = max(whole_number(redeemed) or 0, 0) if redeemed is not None else 0
+    redeemed = min(max(whole_number(redeemed) or 0, 0), MAX_POINTS) if redeemed is not None else 0
     order_id = properties.get("order_id")
     order_id = order_id.strip() if type(order_id) is str else text(order_id)
     return Order(
@@ -270,7 +275,7 @@ def parse_adjustment(properties: Mapping[str, Any], message_id: str) -> Adjustme
     """A ``Points Adjusted`` command; None without a non-zero ``points`` or a ``reason``."""
     points = whole_number(properties.get("points"))
     reason = text(properties.get("reason"))
-    if not points or not reason:
+    if not points or abs(points) > MAX_POINTS or not reason:
         return None
     adjustment_id = text(properties.get("adjustment_id")) or message_id
     return Adjustment(adjustment_id=adjustment_id, points=points, reason=reason[:200])
@@ -293,6 +298,8 @@ def parse_redemption(properties: Mapping[str, Any]) -> RedemptionRequest | None:
     quantity = whole_number(properties.get("quantity", 1))
     points = whole_number(properties.get("points", 0))
     if not reward_id or not key or quantity is None or points is None:
+        return None
+    if not 0 <= points <= MAX_POINTS or abs(quantity) > MAX_QUANTITY:
         return None
     return RedemptionRequest(
         reward_id=reward_id,
