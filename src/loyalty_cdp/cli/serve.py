@@ -10,11 +10,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import typer
-import uvicorn
 
 from loyalty_cdp import logs
-from loyalty_cdp.api.app import create_app
-from loyalty_cdp.bootstrap import open_key_store
 from loyalty_cdp.settings import Settings
 
 log = logging.getLogger("loyalty_cdp.demo")
@@ -66,6 +63,12 @@ def serve(
     demo: bool = typer.Option(False, "--demo", help="Also stream simulated program traffic into the server."),
 ) -> None:
     """Run the server until SIGINT/SIGTERM; shutting down drains the ingest queue first."""
+    # The server's imports are heavy; importing them here keeps every other command quick.
+    import uvicorn
+
+    from loyalty_cdp.api.app import create_app
+    from loyalty_cdp.bootstrap import open_key_store
+
     settings = Settings.from_env(data_dir=data_dir, program=config, host=host, port=port)
     log_config = logs.configure(log_level.upper())
     if demo:
