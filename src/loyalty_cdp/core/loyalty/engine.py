@@ -69,7 +69,10 @@ class LoyaltyEngine:
 
     def apply(self, state: LoyaltyState, events: Sequence[LoyaltyInput]) -> Folded:
         """Fold ``events`` (any order, duplicates allowed) into ``state``."""
-        batch = sorted((event for event in events if self.relevant(event)), key=_order)
+        if len(events) == 1:
+            batch = list(events) if self.relevant(events[0]) else []
+        else:
+            batch = sorted((event for event in events if self.relevant(event)), key=_order)
         if not batch:
             return Folded([])
         last = (state.last_timestamp, state.last_message_id)

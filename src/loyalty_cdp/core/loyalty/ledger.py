@@ -132,7 +132,11 @@ def credit(
         remaining=points,
         pending=pending,
     )
-    insort(state.lots, lot, key=_spend_order)
+    lots = state.lots
+    if not lots or _spend_order(lots[-1]) <= _spend_order(lot):
+        lots.append(lot)  # the usual case: later earnings expire later
+    else:
+        insort(lots, lot, key=_spend_order)
     if not pending:
         _repay(state, lot)
     return lot

@@ -75,10 +75,14 @@ def start_of_month(ms: int, months_later: int = 0) -> int:
     return days_from_civil(year, month + 1, 1) * DAY_MS
 
 
+@lru_cache(maxsize=512)
+def _new_year(year: int) -> int:
+    return days_from_civil(year, 1, 1) * DAY_MS
+
+
 def start_of_year(ms: int, years_later: int = 0) -> int:
     """Midnight of 1 January of the year ``years_later`` years after the one holding ``ms``."""
-    year = civil_from_days(ms // DAY_MS)[0] + years_later
-    return days_from_civil(year, 1, 1) * DAY_MS
+    return _new_year(civil_from_days(ms // DAY_MS)[0] + years_later)
 
 
 def next_month_day(ms: int, month: int, day: int) -> int:
