@@ -26,6 +26,11 @@ def open_event_log(settings: Settings) -> EventLog:
 
 
 def open_profile_store(settings: Settings) -> ProfileStore:
+    if settings.storage == "postgres":
+        from loyalty_cdp.adapters.profilestore.postgres import PostgresProfileStore
+
+        assert settings.postgres_dsn is not None  # Settings validated it
+        return PostgresProfileStore(settings.postgres_dsn)
     from loyalty_cdp.adapters.profilestore.sqlite import SqliteProfileStore
 
     return SqliteProfileStore(settings.data_dir / "profiles.db")
