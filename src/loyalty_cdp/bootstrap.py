@@ -8,6 +8,7 @@ from loyalty_cdp.adapters.eventlog.base import AppendResult, EventLog
 from loyalty_cdp.adapters.keystore import KeyStore
 from loyalty_cdp.adapters.profilestore.base import ProfileStore
 from loyalty_cdp.api.metrics import Metrics
+from loyalty_cdp.core.loyalty import LoyaltyEngine, ProgramBook
 from loyalty_cdp.services.appender import GroupCommitAppender
 from loyalty_cdp.services.processor import Processor
 from loyalty_cdp.settings import Settings
@@ -34,6 +35,19 @@ def open_profile_store(settings: Settings) -> ProfileStore:
     from loyalty_cdp.adapters.profilestore.sqlite import SqliteProfileStore
 
     return SqliteProfileStore(settings.data_dir / "profiles.db")
+
+
+def open_program(settings: Settings) -> ProgramBook:
+    """The loyalty program: ``--config`` / settings.program, or the example retail program."""
+    from loyalty_cdp.adapters.program_yaml import load_program
+    from loyalty_cdp.programs import retail_program_path
+
+    return load_program(settings.program or retail_program_path())
+
+
+def open_processor(settings: Settings, event_log: EventLog, batch_size: int = 5_000) -> Processor:
+    return Processor(event_log, open_profile_store(settings), batch_size=batch_size,
+                     loyalty=LoyaltyEngine(open_program(settings)))
 
 
 def open_key_store(settings: Settings) -> KeyStore:
@@ -66,7 +80,7 @@ class Components:
 def build(settings: Settings, metrics: Metrics) -> Components:
     """Open the stores and wire the services. Call inside the server's event loop."""
     event_log = open_event_log(settings)
-    processor = Processor(event_log, open_profile_store(settings))
+    processor = open_processor(settings, event_log)
 
     def appended(result: AppendResult) -> None:
         metrics.record_append(result)

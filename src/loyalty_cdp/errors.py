@@ -4,10 +4,12 @@ from __future__ import annotations
 
 
 class LoyaltyCdpError(Exception):
-    """Root of the hierarchy. ``http_status`` and ``exit_code`` tell the edges how to report it."""
+    """Root of the hierarchy. ``http_status`` and ``exit_code`` tell the edges how to report it;
+    ``details`` (JSON-ready) are added to the HTTP error body."""
 
     http_status = 500
     exit_code = 1
+    details: dict[str, object] | None = None
 
 
 class InvalidInput(LoyaltyCdpError):

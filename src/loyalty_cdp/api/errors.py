@@ -26,6 +26,8 @@ def error_body(exc: LoyaltyCdpError) -> dict[str, Any]:
     if isinstance(exc, InvalidInput):
         body["field"] = exc.field
         body["reason"] = exc.reason
+    if exc.details:
+        body.update(exc.details)
     return body
 
 

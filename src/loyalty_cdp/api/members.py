@@ -15,9 +15,11 @@ from loyalty_cdp.api.auth import key_from_header, require
 from loyalty_cdp.api.errors import json_response
 from loyalty_cdp.core.events import format_time
 from loyalty_cdp.core.identifiers import ANONYMOUS_ID, PRIORITY, USER_ID
+from loyalty_cdp.core.loyalty import loyalty_summary
 from loyalty_cdp.core.profile import Profile
 from loyalty_cdp.core.signals import compute_signals
 from loyalty_cdp.errors import InvalidInput, NotFound
+from loyalty_cdp.services.loyalty_stage import loyalty_state
 
 router = APIRouter(prefix="/v1/members", tags=["members"])
 _decode = msgspec.json.Decoder().decode
@@ -48,13 +50,21 @@ def _profile(components: Any, member_id: str) -> Profile:
     return profile
 
 
-def render(profile: Profile, as_of: int) -> dict[str, Any]:
+def _loyalty(components: Any, profile: Profile, as_of: int) -> dict[str, Any]:
+    stage = components.processor.loyalty
+    state = None if stage is None else loyalty_state(profile)
+    if state is None:  # not enrolled (anonymous) or no program
+        return dict(LOYALTY_DEFAULTS)
+    return loyalty_summary(stage.engine.book, state, as_of)
+
+
+def render(components: Any, profile: Profile, as_of: int) -> dict[str, Any]:
     """The profile as the API answers it: the brief's fields first, then the detail."""
     return {
         "user_id": profile.user_id,
         "member_id": profile.member_id,
         "identities": profile.identities,
-        "loyalty": {**LOYALTY_DEFAULTS, **profile.loyalty},
+        "loyalty": _loyalty(components, profile, as_of),
         "traits": {key: trait.value for key, trait in profile.traits.items()},
         "traits_updated_at": {key: format_time(trait.updated_at) for key, trait in profile.traits.items()},
         "signals": compute_signals(profile, as_of),
@@ -75,14 +85,14 @@ async def lookup(
     if kind not in PRIORITY and not kind.startswith("ext."):
         raise InvalidInput("type", f"must be one of {', '.join(LOOKUP_TYPES)} or ext.<type>, got {type!r}")
     member_id = _member_id(components, kind, value)
-    return json_response(render(_profile(components, member_id), int(time.time() * 1000)))
+    return json_response(render(components, _profile(components, member_id), int(time.time() * 1000)))
 
 
 @router.get("/{user_id}", summary="The unified member profile")
 async def member(request: Request, user_id: str) -> Response:
     components = _components(request)
     member_id = _member_id(components, USER_ID, user_id)
-    return json_response(render(_profile(components, member_id), int(time.time() * 1000)))
+    return json_response(render(components, _profile(components, member_id), int(time.time() * 1000)))
 
 
 @router.get("/{user_id}/identities", summary="The member's identity graph with merge reasons")

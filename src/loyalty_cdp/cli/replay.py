@@ -7,8 +7,7 @@ from pathlib import Path
 
 import typer
 
-from loyalty_cdp.bootstrap import open_event_log, open_profile_store
-from loyalty_cdp.services.processor import Processor
+from loyalty_cdp.bootstrap import open_event_log, open_processor, open_profile_store
 from loyalty_cdp.settings import Settings
 
 REPLAY_BATCH = 50_000
@@ -21,14 +20,15 @@ def replay(
     settings = Settings.from_env(data_dir=data_dir)
     event_log = open_event_log(settings)
     store = open_profile_store(settings)
+    store.reset()
+    store.close()
+    processor = open_processor(settings, event_log, batch_size=REPLAY_BATCH)
     try:
-        store.reset()
-        processor = Processor(event_log, store, batch_size=REPLAY_BATCH)
         started = time.perf_counter()
         applied = processor.catch_up()
         seconds = time.perf_counter() - started
     finally:
-        store.close()
+        processor.close()
         event_log.close()
     rate = applied / seconds if seconds > 0 else 0.0
     typer.echo(f"replayed {applied} events into {len(processor.view)} profiles in {seconds:.1f}s "

@@ -67,9 +67,10 @@ def serve(
     import uvicorn
 
     from loyalty_cdp.api.app import create_app
-    from loyalty_cdp.bootstrap import open_key_store
+    from loyalty_cdp.bootstrap import open_key_store, open_program
 
     settings = Settings.from_env(data_dir=data_dir, program=config, host=host, port=port)
+    open_program(settings)  # a broken program file stops here, naming file, line and field (exit 2)
     log_config = logs.configure(log_level.upper())
     if demo:
         store = open_key_store(settings)

@@ -7,13 +7,17 @@ Each step, in this order (the delivery guarantee is the order):
    a scale-out deployment can partition the fold by canonical member id;
 3. combine the profiles of members that merged or were renamed
    (:func:`merge_profiles`; if two profiles share an event, rebuild the member from the
-   log instead), then fold each member's events of the batch into its profile;
-4. commit the changed members, the changed profiles and the batch's last offset in one
+   log instead), then fold each member's events of the batch into its profile, and run
+   the loyalty program on them (:class:`LoyaltyStage`);
+4. append the loyalty events the batch emitted (deterministic message ids: a redo after
+   a crash is deduplicated by the log);
+5. commit the changed members, the changed profiles and the batch's last offset in one
    transaction of the profile store;
-5. only then publish the new profiles to the :class:`MemberView` the API reads.
+6. only then publish the new profiles to the :class:`MemberView` the API reads.
 
-A crash anywhere before 4 leaves the old state and the old offset, so the batch is
-simply processed again; after 4 it is never processed again. Because the fold skips
+A crash anywhere before 5 leaves the old state and the old offset, so the batch is
+simply processed again (re-emitting the same loyalty events, which the log keeps once);
+after 5 it is never processed again. Because the fold skips
 events it has already folded and is order-independent, replaying the log from offset 0
 (``loyalty-cdp replay``) gives exactly the profiles incremental processing gave.
 """
@@ -23,12 +27,15 @@ from __future__ import annotations
 import gc
 import logging
 import threading
+import time
 from collections import defaultdict
+from typing import Any
 
 import msgspec
 
-from loyalty_cdp.adapters.eventlog.base import EventLog
+from loyalty_cdp.adapters.eventlog.base import EventLog, StoredEvent
 from loyalty_cdp.adapters.profilestore.base import Changes, IdentityRecord, ProfileStore
+from loyalty_cdp.core.events import normalise
 from loyalty_cdp.core.identifiers import (
     ANONYMOUS_ID,
     USER_ID,
@@ -38,8 +45,10 @@ from loyalty_cdp.core.identifiers import (
     normalise_identifier,
 )
 from loyalty_cdp.core.identity import IdentityGraph, IdentityRules, Member, Resolution
+from loyalty_cdp.core.loyalty import LoyaltyEngine
 from loyalty_cdp.core.profile import Profile, fold, merge_profiles
 from loyalty_cdp.errors import Conflict
+from loyalty_cdp.services.loyalty_stage import LoyaltyStage
 
 log = logging.getLogger(__name__)
 
@@ -73,20 +82,29 @@ class MemberView:
         return len(self.profiles)
 
 
+ADVANCE_EVERY_S = 5.0  # how often due loyalty transitions are looked for
+
+
 class Processor:
     def __init__(self, event_log: EventLog, store: ProfileStore, rules: IdentityRules | None = None,
-                 batch_size: int = 5_000) -> None:
+                 batch_size: int = 5_000, loyalty: LoyaltyEngine | None = None) -> None:
         self._log = event_log
         self._store = store
         self._rules = rules or IdentityRules()
         self._batch_size = batch_size
         snapshot = store.load()
         self.offset = snapshot.offset
+        self._horizon = snapshot.offset  # history reads stop here: what the log held for this batch
         self._graph = IdentityGraph(self._rules, snapshot.members)
         self.view = MemberView(self._rules.default_region)
         self.view.profiles.update(snapshot.profiles)
         for member in snapshot.members:
             self._publish_identities(member)
+        self.loyalty: LoyaltyStage | None = (
+            LoyaltyStage(loyalty, self._member_history) if loyalty is not None else None
+        )
+        if self.loyalty is not None:
+            self.loyalty.load((mid, _decode_profile(blob)) for mid, blob in snapshot.profiles.items())
         self._wakeup = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -123,9 +141,13 @@ class Processor:
         return total
 
     def _run(self) -> None:
+        advanced_at = 0.0
         while not self._stopping.is_set():
             try:
                 applied = self.step()
+                if not applied and time.monotonic() - advanced_at >= ADVANCE_EVERY_S:
+                    advanced_at = time.monotonic()
+                    self.advance_due(int(time.time() * 1000))
             except Exception:  # a store outage must not kill the thread; the batch is retried
                 self.failures += 1
                 log.exception("processor step failed; retrying")
@@ -141,18 +163,29 @@ class Processor:
         stored = self._log.read(self.offset, self._batch_size)
         if not stored:
             return 0
+        self._horizon = stored[-1].offset
         events = [decode_event(e) for e in stored]
         resolution = self._graph.resolve(events)
         updated: dict[str, Profile] = {}
-        removed = self._combine_renamed(resolution.renamed, updated)
-        by_member: dict[str, list[DecodedEvent]] = defaultdict(list)
-        for event, member_id in zip(events, resolution.assignments, strict=True):
+        removed, rebuild = self._combine_renamed(resolution.renamed, updated)
+        by_member: dict[str, list[int]] = defaultdict(list)
+        for index, member_id in enumerate(resolution.assignments):
             if member_id is not None:
-                by_member[member_id].append(event)
-        for member_id, member_events in by_member.items():
-            updated[member_id] = fold(self._current(member_id, updated), member_events,
-                                      self._graph.member(member_id))
+                by_member[member_id].append(index)
+        emitted: list[dict[str, Any]] = []
+        for member_id, indices in by_member.items():
+            profile = fold(self._current(member_id, updated), [events[i] for i in indices],
+                           self._graph.member(member_id))
+            if self.loyalty is not None and member_id not in rebuild:
+                emitted += self.loyalty.apply(profile, [stored[i] for i in indices])
+            updated[member_id] = profile
+        if self.loyalty is not None:
+            for member_id in rebuild:
+                emitted += self.loyalty.rebuild(updated[member_id])
+            for old_id in removed:
+                self.loyalty.forget(old_id)
         members = [m for m in (self._graph.member(mid) for mid in resolution.changed) if m is not None]
+        self._emit(emitted)
         encoded = {member_id: _encode(profile) for member_id, profile in updated.items()}
         last_offset = stored[-1].offset
         self._store.commit(Changes(
@@ -171,14 +204,49 @@ class Processor:
         gc.freeze()
         return len(stored)
 
+    def advance_due(self, now_ms: int) -> int:
+        """Run the loyalty transitions that are due (expiry, pending -> active, tier reviews)."""
+        if self.loyalty is None:
+            return 0
+        updated: dict[str, Profile] = {}
+        emitted: list[dict[str, Any]] = []
+        for member_id in self.loyalty.members_due(now_ms)[: self._batch_size]:
+            profile = self.view.profile(member_id)
+            if profile is None:
+                self.loyalty.forget(member_id)
+                continue
+            emitted += self.loyalty.advance(profile, now_ms)
+            updated[member_id] = profile
+        if not updated:
+            return 0
+        self._emit(emitted)
+        encoded = {member_id: _encode(profile) for member_id, profile in updated.items()}
+        self._store.commit(Changes(offset=self.offset, profiles=encoded))
+        self.view.profiles.update(encoded)
+        return len(updated)
+
+    def _emit(self, calls: list[dict[str, Any]]) -> None:
+        """Append emitted loyalty events durably (before the state that emitted them is committed)."""
+        if not calls:
+            return
+        received_at = int(time.time() * 1000)
+        self._log.append([normalise(call, call_type=None, received_at=received_at,
+                                    default_message_id=call["messageId"]) for call in calls])
+        self._wakeup.set()
+
     def _current(self, member_id: str, updated: dict[str, Profile]) -> Profile | None:
         if member_id in updated:
             return updated[member_id]
         return self.view.profile(member_id)
 
-    def _combine_renamed(self, renamed: dict[str, str], updated: dict[str, Profile]) -> list[str]:
-        """Carry each vanished member's profile into the member that now holds its identifiers."""
+    def _combine_renamed(self, renamed: dict[str, str], updated: dict[str, Profile]) -> tuple[list[str], set[str]]:
+        """Carry each vanished member's profile into the member that now holds its identifiers.
+
+        Returns the vanished ids, and the members whose loyalty state must be rebuilt from
+        their whole history because a profile holding loyalty state was merged into them.
+        """
         removed: list[str] = []
+        rebuild: set[str] = set()
         for old_id, new_id in renamed.items():
             old = self.view.profile(old_id)
             if old is None:
@@ -189,18 +257,27 @@ class Processor:
             target = self._current(new_id, updated)
             if target is None:
                 updated[new_id] = fold(old, [], member)
-                continue
-            try:
-                updated[new_id] = merge_profiles(target, old, member)
-            except Conflict:
-                updated[new_id] = self._rebuild(member)
-        return removed
+            else:
+                try:
+                    updated[new_id] = merge_profiles(target, old, member)
+                except Conflict:
+                    updated[new_id] = self._rebuild(member)
+                if old.loyalty or target.loyalty:
+                    rebuild.add(new_id)
+            if old.loyalty and updated[new_id].user_id is not None and new_id not in rebuild:
+                rebuild.add(new_id)
+        return removed, rebuild
 
     def _rebuild(self, member: Member) -> Profile:
         """Fold a member from scratch from its events already in the log (rare: see merge_profiles)."""
         stored = self._log.read_member(member.identities.get(USER_ID, []), member.identities.get(ANONYMOUS_ID, []))
-        events = [decode_event(e) for e in stored if e.offset <= self.offset]
+        events = [decode_event(e) for e in stored if e.offset <= self.offset]  # this batch is folded next
         return fold(None, events, member)
+
+    def _member_history(self, profile: Profile) -> list[StoredEvent]:
+        """The member's events already in the log as of the batch being processed."""
+        stored = self._log.read_member(profile.identities.get(USER_ID, []), profile.identities.get(ANONYMOUS_ID, []))
+        return [e for e in stored if e.offset <= self._horizon]
 
     def _publish_identities(self, member: Member) -> None:
         for kind, values in member.identities.items():

@@ -1,0 +1,101 @@
+"""The loyalty stage of the processor: runs the program on each enrolled member's events.
+
+The engine (:mod:`loyalty_cdp.core.loyalty`) is pure; this stage feeds it and keeps its
+state inside the member's profile (``Profile.loyalty["state"]``, the encoded
+:class:`LoyaltyState`), so balance and tier are in the hot profile with no round trip.
+
+Who is enrolled: members with a ``user_id``. Anonymous visitors earn nothing until they
+are known; once stitched, their earlier purchases are folded (the merge rebuilds the
+member's loyalty state from their whole history).
+
+Late events (older than what a state has seen) make the engine ask for a replay; the
+stage then reads the member's history from the event log and rebuilds, so the ledger
+stays what sorted replay gives. Emitted loyalty events (``Points Earned``,
+``Tier Upgraded``, ...) have deterministic message ids; the processor appends them to
+the log before it commits the state, so a crash in between re-emits the same ids and the
+log keeps each once.
+
+Time-based transitions (pending points becoming active, expiry, tier period ends) run
+from :meth:`advance_due`, on the member's own schedule (``state.due``), up to wall time
+minus :data:`LATENESS_MS`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from loyalty_cdp.adapters.eventlog.base import StoredEvent
+from loyalty_cdp.core.loyalty import LoyaltyEngine, LoyaltyInput, LoyaltyState, decode, encode, from_event
+from loyalty_cdp.core.profile import Profile
+
+STATE_KEY = "state"
+LATENESS_MS = 60_000  # transitions wait this long for stragglers before they fire
+
+History = Callable[[Profile], Iterable[StoredEvent]]
+
+
+def loyalty_state(profile: Profile) -> LoyaltyState | None:
+    blob = profile.loyalty.get(STATE_KEY)
+    return None if blob is None else decode(blob)
+
+
+class LoyaltyStage:
+    def __init__(self, engine: LoyaltyEngine, history: History) -> None:
+        self.engine = engine
+        self._history = history
+        self.due: dict[str, int] = {}  # member id -> when its next transition is due
+
+    def load(self, profiles: Iterable[tuple[str, Profile]]) -> None:
+        for member_id, profile in profiles:
+            state = loyalty_state(profile)
+            if state is not None:
+                self.due[member_id] = self.engine.next_due(state)
+
+    def apply(self, profile: Profile, events: Sequence[StoredEvent]) -> list[dict[str, Any]]:
+        """Fold ``events`` into the member's loyalty state (in ``profile``); returns emitted calls."""
+        if profile.user_id is None:
+            return []
+        inputs = [found for event in events if (found := from_event(event)) is not None]
+        inputs = [i for i in inputs if self.engine.relevant(i)]
+        if not inputs:
+            return []
+        state = loyalty_state(profile)
+        if state is None:
+            state = self.engine.new_state(profile.user_id)
+        state, emitted = self.engine.apply_or_replay(state, inputs, lambda: self._inputs(profile))
+        self._keep(profile, state)
+        return emitted
+
+    def rebuild(self, profile: Profile) -> list[dict[str, Any]]:
+        """The member's loyalty state from their whole history (after an identity merge)."""
+        if profile.user_id is None:
+            return []
+        previous = loyalty_state(profile)
+        until = previous.clock if previous is not None and previous.clock >= 0 else None
+        state, emitted = self.engine.replay(profile.user_id, self._inputs(profile), until)
+        self._keep(profile, state)
+        return emitted
+
+    def members_due(self, now_ms: int) -> list[str]:
+        cutoff = now_ms - LATENESS_MS
+        return [member_id for member_id, due in self.due.items() if due <= cutoff]
+
+    def advance(self, profile: Profile, now_ms: int) -> list[dict[str, Any]]:
+        state = loyalty_state(profile)
+        if state is None:
+            return []
+        emitted = self.engine.advance(state, now_ms - LATENESS_MS)
+        self._keep(profile, state)
+        return emitted
+
+    def forget(self, member_id: str) -> None:
+        self.due.pop(member_id, None)
+
+    def _keep(self, profile: Profile, state: LoyaltyState) -> None:
+        profile.loyalty = {**profile.loyalty, STATE_KEY: encode(state)}
+        self.due[profile.member_id] = self.engine.next_due(state)
+
+    def _inputs(self, profile: Profile) -> list[LoyaltyInput]:
+        found = (from_event(event) for event in self._history(profile))
+        return [i for i in found if i is not None and self.engine.relevant(i)]
