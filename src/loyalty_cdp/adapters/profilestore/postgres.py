@@ -35,6 +35,8 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS member_identities (member_id TEXT PRIMARY KEY, identities BYTEA NOT NULL)",
     "CREATE TABLE IF NOT EXISTS member_profiles (member_id TEXT PRIMARY KEY, state BYTEA NOT NULL)",
     # ``position`` keeps insertion order, the tie-break between records of one timestamp.
+    # ``value`` is UTF-8 in BYTEA: an identifier from client data (a trait's email, say) may
+    # hold NUL, which TEXT refuses; every other column holds ids the ingest checks, or ours.
     """CREATE TABLE IF NOT EXISTS identity_history (
         position   BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
         member_id  TEXT NOT NULL,
@@ -42,7 +44,7 @@ _SCHEMA = (
         message_id TEXT NOT NULL,
         timestamp  BIGINT NOT NULL,
         kind       TEXT NOT NULL,
-        value      TEXT NOT NULL,
+        value      BYTEA NOT NULL,
         other_id   TEXT,
         reason     TEXT
     )""",
@@ -147,8 +149,9 @@ class PostgresProfileStore:
                 cursor.executemany("UPDATE identity_history SET member_id = %s WHERE member_id = %s",
                                    [(new, old) for old, new in changes.renamed.items()])
                 cursor.executemany(
-                    f"INSERT INTO identity_history ({_HISTORY_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-                    [msgspec.structs.astuple(record) for record in changes.history],
+                    f"INSERT INTO identity_history ({_HISTORY_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %b, %s, %s)",
+                    [(r.member_id, r.action, r.message_id, r.timestamp, r.kind, r.value.encode(), r.other_id, r.reason)
+                     for r in changes.history],
                 )
                 cursor.execute("UPDATE profile_store_state SET log_offset = %s", (changes.offset,))
 
@@ -158,7 +161,10 @@ class PostgresProfileStore:
                 f"SELECT {_HISTORY_COLUMNS} FROM identity_history WHERE member_id = %s ORDER BY timestamp, position",
                 (member_id,),
             ).fetchall()
-        return [IdentityRecord(*row) for row in rows]
+        return [
+            IdentityRecord(member_id, action, message_id, timestamp, kind, value.decode(), other_id, reason)
+            for member_id, action, message_id, timestamp, kind, value, other_id, reason in rows
+        ]
 
     def iter_profiles(self) -> Iterator[tuple[str, bytes]]:
         with self._lock, _storage_errors("profile scan failed"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import msgspec
@@ -44,72 +45,87 @@ class SqliteProfileStore:
             raise StorageUnavailable(f"profile store {path}: {exc}") from exc
         self._lock = threading.Lock()
 
+    @contextmanager
+    def _storage_errors(self) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise StorageUnavailable(f"profile store {self.path}: {exc}") from exc
+
+    @contextmanager
+    def _write_transaction(self) -> Iterator[None]:
+        """BEGIN IMMEDIATE ... COMMIT, rolled back if anything inside raises."""
+        with self._storage_errors():
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+                self._db.execute("COMMIT")
+            finally:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+
     def load(self) -> Snapshot:
-        with self._lock:
-            (offset,) = self._db.execute("SELECT log_offset FROM processor").fetchone()
-            members = [
-                Member(id=member_id, identities=_decode_identities(blob))
-                for member_id, blob in self._db.execute("SELECT member_id, identities FROM members")
-            ]
-            profiles = dict(self._db.execute("SELECT member_id, state FROM profiles"))
+        """Read in one transaction: another connection's commit cannot land between the reads."""
+        with self._lock, self._storage_errors():
+            self._db.execute("BEGIN")
+            try:
+                (offset,) = self._db.execute("SELECT log_offset FROM processor").fetchone()
+                members = [
+                    Member(id=member_id, identities=_decode_identities(blob))
+                    for member_id, blob in self._db.execute("SELECT member_id, identities FROM members")
+                ]
+                profiles = dict(self._db.execute("SELECT member_id, state FROM profiles"))
+            finally:
+                self._db.execute("COMMIT")
         return Snapshot(offset=offset, members=members, profiles=profiles)
 
     def commit(self, changes: Changes) -> None:
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    if changes.removed_members:
-                        self._db.executemany("DELETE FROM members WHERE member_id = ?",
-                                             [(m,) for m in changes.removed_members])
-                    if changes.removed_profiles:
-                        self._db.executemany("DELETE FROM profiles WHERE member_id = ?",
-                                             [(m,) for m in changes.removed_profiles])
-                    self._db.executemany(
-                        "INSERT OR REPLACE INTO members (member_id, identities) VALUES (?, ?)",
-                        [(m.id, _encode(m.identities)) for m in changes.members],
-                    )
-                    self._db.executemany(
-                        "INSERT OR REPLACE INTO profiles (member_id, state) VALUES (?, ?)",
-                        list(changes.profiles.items()),
-                    )
-                    self._db.executemany(
-                        "UPDATE identity_history SET member_id = ? WHERE member_id = ?",
-                        [(new, old) for old, new in changes.renamed.items()],
-                    )
-                    self._db.executemany(
-                        "INSERT INTO identity_history VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                        [msgspec.structs.astuple(record) for record in changes.history],
-                    )
-                    self._db.execute("UPDATE processor SET log_offset = ?", (changes.offset,))
-                    self._db.execute("COMMIT")
-                finally:
-                    if self._db.in_transaction:
-                        self._db.execute("ROLLBACK")
-            except sqlite3.Error as exc:
-                raise StorageUnavailable(f"profile store {self.path}: {exc}") from exc
+        with self._lock, self._write_transaction():
+            if changes.removed_members:
+                self._db.executemany("DELETE FROM members WHERE member_id = ?",
+                                     [(m,) for m in changes.removed_members])
+            if changes.removed_profiles:
+                self._db.executemany("DELETE FROM profiles WHERE member_id = ?",
+                                     [(m,) for m in changes.removed_profiles])
+            self._db.executemany(
+                "INSERT OR REPLACE INTO members (member_id, identities) VALUES (?, ?)",
+                [(m.id, _encode(m.identities)) for m in changes.members],
+            )
+            self._db.executemany(
+                "INSERT OR REPLACE INTO profiles (member_id, state) VALUES (?, ?)",
+                list(changes.profiles.items()),
+            )
+            self._db.executemany(
+                "UPDATE identity_history SET member_id = ? WHERE member_id = ?",
+                [(new, old) for old, new in changes.renamed.items()],
+            )
+            self._db.executemany(
+                "INSERT INTO identity_history VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [msgspec.structs.astuple(record) for record in changes.history],
+            )
+            self._db.execute("UPDATE processor SET log_offset = ?", (changes.offset,))
 
     def history(self, member_id: str) -> list[IdentityRecord]:
-        with self._lock:
+        with self._lock, self._storage_errors():
             rows = self._db.execute(
                 "SELECT * FROM identity_history WHERE member_id = ? ORDER BY timestamp, rowid", (member_id,)
             ).fetchall()
         return [IdentityRecord(*row) for row in rows]
 
     def iter_profiles(self) -> Iterator[tuple[str, bytes]]:
-        with self._lock:
+        with self._lock, self._storage_errors():
             rows = self._db.execute("SELECT member_id, state FROM profiles ORDER BY member_id").fetchall()
         yield from rows
 
     def reset(self) -> None:
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            self._db.execute("DELETE FROM members")
-            self._db.execute("DELETE FROM profiles")
-            self._db.execute("DELETE FROM identity_history")
-            self._db.execute("UPDATE processor SET log_offset = 0")
-            self._db.execute("COMMIT")
-            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            with self._write_transaction():
+                self._db.execute("DELETE FROM members")
+                self._db.execute("DELETE FROM profiles")
+                self._db.execute("DELETE FROM identity_history")
+                self._db.execute("UPDATE processor SET log_offset = 0")
+            with self._storage_errors():
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def close(self) -> None:
         with self._lock:
