@@ -104,3 +104,20 @@ def test_config_check_and_serve_refuse_a_broken_program(tmp_path: Path) -> None:
     from loyalty_cdp.programs import retail_program_path
     ok = run_cli("config", "check", str(retail_program_path()))
     assert ok.returncode == 0 and ok.stdout.startswith("ok:")
+
+
+def test_manual_adjustment_with_a_reason_is_applied_once(server: ServerProcess, key: str) -> None:
+    httpx.post(server.url + "/v1/batch", json={"batch": [order(1, 20.0, "2026-08-01")]}, auth=(key, ""))
+    before = loyalty_of(server, key, lambda loyalty: loyalty["lifetime_points"] > 0)["points_balance"]
+    url = server.url + "/v1/members/m-1/adjustments"
+    headers = {"Authorization": f"Bearer {key}", "Idempotency-Key": "goodwill-1"}
+    for _ in range(2):
+        answer = httpx.post(url, json={"points": 250, "reason": "late delivery goodwill"}, headers=headers)
+        assert answer.status_code == 202, answer.text
+    assert loyalty_of(server, key, lambda loyalty: loyalty["points_balance"] == before + 250)
+    time.sleep(0.5)
+    assert loyalty_of(server, key, lambda loyalty: True)["points_balance"] == before + 250
+    no_reason = httpx.post(url, json={"points": 5, "reason": " "}, headers=headers)
+    assert no_reason.status_code == 400 and no_reason.json()["field"] == "reason"
+    zero = httpx.post(url, json={"points": 0, "reason": "x"}, headers=headers)
+    assert zero.status_code == 400 and zero.json()["field"] == "points"

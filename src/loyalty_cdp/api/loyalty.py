@@ -10,6 +10,7 @@ authoritative outcome and a retry with the same key returns the same result, spe
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from typing import Any
 
@@ -23,12 +24,18 @@ from loyalty_cdp.api.ingest import read_body
 from loyalty_cdp.core.events import format_time, normalise
 from loyalty_cdp.core.identifiers import USER_ID
 from loyalty_cdp.core.loyalty import LoyaltyState, RedemptionRequest, liability_report, redemption_command
+from loyalty_cdp.core.loyalty.inputs import MAX_POINTS, POINTS_ADJUSTED
 from loyalty_cdp.errors import Conflict, InvalidInput, NotFound, StorageUnavailable
 from loyalty_cdp.services.loyalty_stage import loyalty_state
 
 router = APIRouter(tags=["loyalty"])
 FOLD_WAIT_S = 5.0
 MAX_KEY_CHARS = 64
+
+
+class AdjustmentBody(msgspec.Struct, forbid_unknown_fields=True):
+    points: int
+    reason: str
 
 
 class RedemptionBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -67,12 +74,7 @@ async def redeem(request: Request, user_id: str) -> Response:
     key = request.headers.get("idempotency-key", "").strip()
     if not key or len(key) > MAX_KEY_CHARS:
         raise InvalidInput("Idempotency-Key", f"header is required, 1 to {MAX_KEY_CHARS} characters")
-    try:
-        body = msgspec.json.decode(await read_body(request, 8 * 1024), type=RedemptionBody)
-    except msgspec.ValidationError as exc:
-        raise InvalidInput("body", str(exc)) from None
-    except msgspec.DecodeError as exc:
-        raise InvalidInput("body", f"is not valid JSON: {exc}") from None
+    body = _decode_body(await read_body(request, 8 * 1024), RedemptionBody)
     if body.quantity < 1 or body.points < 0:
         raise InvalidInput("quantity" if body.quantity < 1 else "points", "must be positive")
     engine = _engine(components)
@@ -96,6 +98,43 @@ async def redeem(request: Request, user_id: str) -> Response:
     final = engine.decide_redemption(done, wanted, now)
     return json_response(_decision_body(msgspec.structs.replace(
         decision, cost=recorded.cost, code=recorded.code, balance=final.balance)), 201)
+
+
+@router.post("/v1/members/{user_id}/adjustments", summary="Add or remove points by hand, with a reason")
+async def adjust(request: Request, user_id: str) -> Response:
+    components = request.app.state.components
+    actor = require(components.keys, key_from_header(request), "loyalty")
+    key = request.headers.get("idempotency-key", "").strip()
+    if not key or len(key) > MAX_KEY_CHARS:
+        raise InvalidInput("Idempotency-Key", f"header is required, 1 to {MAX_KEY_CHARS} characters")
+    body = _decode_body(await read_body(request, 8 * 1024), AdjustmentBody)
+    if body.points == 0 or abs(body.points) > MAX_POINTS:
+        raise InvalidInput("points", f"must be a non-zero whole number of at most {MAX_POINTS} in size")
+    if not body.reason.strip():
+        raise InvalidInput("reason", "is required: say why the points change")
+    _engine(components)
+    _member_state(components, user_id)  # 404 for an unknown member
+    now = int(time.time() * 1000)
+    call = {
+        "type": "track", "userId": user_id, "event": POINTS_ADJUSTED,
+        "messageId": f"adjustment-{hashlib.sha256(f'{user_id}|{key}'.encode()).hexdigest()[:40]}",
+        "timestamp": format_time(now), "context": {"channel": "loyalty"},
+        "properties": {"points": body.points, "reason": body.reason.strip()[:200], "adjustment_id": key,
+                       "actor_key_id": actor.key_id},
+    }
+    await components.appender.submit([normalise(call, call_type=None, received_at=now,
+                                                default_message_id=call["messageId"])])
+    return json_response({"success": True, "adjustment_id": key, "points": body.points,
+                          "message_id": call["messageId"]}, 202)
+
+
+def _decode_body(raw: bytes, kind: type[Any]) -> Any:
+    try:
+        return msgspec.json.decode(raw, type=kind)
+    except msgspec.ValidationError as exc:
+        raise InvalidInput("body", str(exc)) from None
+    except msgspec.DecodeError as exc:
+        raise InvalidInput("body", f"is not valid JSON: {exc}") from None
 
 
 def _refused(decision: Any) -> Conflict:
