@@ -1,0 +1,242 @@
+"""The score store: ``<data-dir>/scores.db`` (member scores, SQLite in WAL mode) and the versioned
+model artefacts in ``<data-dir>/models/``.
+
+One row per member holds the latest run's scores (JSON), their plain-language explanation
+(JSON), whether the member was scored for targeting, the model version, the as-of time and the
+scoring time. A run replaces every row in one write transaction (the new rows go to a side table that then
+takes the old one's name), so a reader (the member API, another process) sees either the whole
+previous run or the whole new one, never a mix, and WAL mode never makes it wait for the writer.
+An erasure (:meth:`ScoreStore.delete_members`) issued during a run waits for the run to commit,
+so a run cannot bring an erased member's row back. :meth:`ScoreStore.get` is one primary-key read on its own connection.
+
+Model artefacts are ``models/<version>.json``, written to a temporary file, fsync'd and renamed,
+so a crash never leaves half an artefact under a version's name.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Collection, Iterable
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from loyalty_cdp.core.events import format_time
+from loyalty_cdp.errors import InvalidInput, NotFound, StorageUnavailable
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS scores (
+    member_id     TEXT PRIMARY KEY,
+    targeting     INTEGER NOT NULL,
+    lapse_risk    REAL,
+    model_version TEXT NOT NULL,
+    as_of         INTEGER NOT NULL,
+    scored_at     INTEGER NOT NULL,
+    scores        BLOB NOT NULL,
+    explanation   BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS runs (
+    run           INTEGER PRIMARY KEY,
+    model_version TEXT NOT NULL,
+    as_of         INTEGER NOT NULL,
+    scored_at     INTEGER NOT NULL,
+    members       INTEGER NOT NULL,
+    metrics       BLOB NOT NULL
+);
+"""
+_NEXT_TABLE = """
+CREATE TABLE scores_next (
+    member_id     TEXT PRIMARY KEY,
+    targeting     INTEGER NOT NULL,
+    lapse_risk    REAL,
+    model_version TEXT NOT NULL,
+    as_of         INTEGER NOT NULL,
+    scored_at     INTEGER NOT NULL,
+    scores        BLOB NOT NULL,
+    explanation   BLOB NOT NULL
+)"""
+_PRAGMAS = (
+    "PRAGMA busy_timeout = 10000",
+    "PRAGMA synchronous = NORMAL",  # WAL: a crash loses at most the last run, never corrupts
+    "PRAGMA secure_delete = ON",
+)
+
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder().decode
+
+
+class ScoreRow(msgspec.Struct, frozen=True, array_like=True):
+    """One member's stored result; ``scores`` is empty when not scored for targeting."""
+
+    member_id: str
+    targeting: bool
+    lapse_risk: float | None
+    scores: dict[str, Any]
+    explanation: list[dict[str, str]]
+
+
+class RunRecord(msgspec.Struct, frozen=True):
+    """One scoring run: its model version, as-of and scoring times (epoch ms) and metrics."""
+
+    model_version: str
+    as_of: int
+    scored_at: int
+    members: int
+    metrics: dict[str, Any]
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    try:
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        for pragma in _PRAGMAS:
+            conn.execute(pragma)
+        conn.execute("PRAGMA journal_mode = WAL")
+    except sqlite3.Error as exc:
+        raise StorageUnavailable(f"score store {path}: {exc}") from exc
+    return conn
+
+
+class ScoreStore:
+    """Scores per member and model artefacts of one data directory."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = Path(data_dir) / "scores.db"
+        self.models_dir = Path(data_dir) / "models"
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageUnavailable(f"score store {self.path}: {exc}") from exc
+        self._writer = _connect(self.path)
+        self._reader = _connect(self.path)
+        self._write_lock = threading.Lock()
+        self._read_lock = threading.Lock()
+        self._guard(lambda: self._writer.executescript(_SCHEMA))
+
+    def _guard(self, action: Any) -> Any:
+        try:
+            return action()
+        except sqlite3.Error as exc:
+            raise StorageUnavailable(f"score store {self.path}: {exc}") from exc
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def get(self, member_id: str) -> dict[str, Any] | None:
+        """The member's latest scores, flat, with ``model_version``, ``as_of``, ``scored_at``
+        (ISO-8601), ``scored_for_targeting`` and ``explanation``; None if never scored."""
+        with self._read_lock:
+            row = self._guard(lambda: self._reader.execute(
+                "SELECT targeting, model_version, as_of, scored_at, scores, explanation "
+                "FROM scores WHERE member_id = ?", (member_id,)).fetchone())
+        if row is None:
+            return None
+        targeting, version, as_of, scored_at, scores, explanation = row
+        return {
+            **_decode(scores),
+            "model_version": version,
+            "as_of": format_time(as_of),
+            "scored_at": format_time(scored_at),
+            "scored_for_targeting": bool(targeting),
+            "explanation": _decode(explanation),
+        }
+
+    def lapse_risks(self) -> dict[str, float]:
+        """Every member's stored lapse risk (members not scored for targeting are left out)."""
+        with self._read_lock:
+            rows = self._guard(lambda: self._reader.execute(
+                "SELECT member_id, lapse_risk FROM scores WHERE lapse_risk IS NOT NULL").fetchall())
+        return dict(rows)
+
+    def last_run(self) -> RunRecord | None:
+        with self._read_lock:
+            row = self._guard(lambda: self._reader.execute(
+                "SELECT model_version, as_of, scored_at, members, metrics FROM runs "
+                "ORDER BY run DESC LIMIT 1").fetchone())
+        if row is None:
+            return None
+        version, as_of, scored_at, members, metrics = row
+        return RunRecord(version, as_of, scored_at, members, _decode(metrics))
+
+    def count(self) -> int:
+        with self._read_lock:
+            (total,) = self._guard(lambda: self._reader.execute("SELECT count(*) FROM scores").fetchone())
+        return int(total)
+
+    # -- writes ------------------------------------------------------------------------------
+
+    def replace_all(self, rows: Iterable[ScoreRow], run: RunRecord) -> int:
+        """Make ``rows`` the whole content of the store, atomically for readers; returns their count."""
+        stamp = (run.model_version, run.as_of, run.scored_at)
+        records = (
+            (row.member_id, int(row.targeting), row.lapse_risk, *stamp, _encode(row.scores), _encode(row.explanation))
+            for row in rows
+        )
+        with self._write_lock:
+            return int(self._guard(lambda: self._replace(records, run)))
+
+    def _replace(self, records: Iterable[tuple[Any, ...]], run: RunRecord) -> int:
+        conn = self._writer
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("DROP TABLE IF EXISTS scores_next")
+            conn.execute(_NEXT_TABLE)
+            written = conn.executemany("INSERT INTO scores_next VALUES (?, ?, ?, ?, ?, ?, ?, ?)", records).rowcount
+            conn.execute("DROP TABLE scores")
+            conn.execute("ALTER TABLE scores_next RENAME TO scores")
+            conn.execute(
+                "INSERT INTO runs (model_version, as_of, scored_at, members, metrics) VALUES (?, ?, ?, ?, ?)",
+                (run.model_version, run.as_of, run.scored_at, run.members, _encode(run.metrics)),
+            )
+            conn.execute("COMMIT")
+        finally:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+        return int(written)
+
+    def delete_members(self, member_ids: Collection[str]) -> int:
+        """Erase the members' rows (``secure_delete`` zeroes their bytes); returns how many."""
+        with self._write_lock:
+            cursor = self._guard(lambda: self._writer.execute(
+                "DELETE FROM scores WHERE member_id IN (SELECT value FROM json_each(?))",
+                (_encode(list(member_ids)),)))
+            return int(cursor.rowcount)
+
+    # -- model artefacts ---------------------------------------------------------------------
+
+    def _model_path(self, version: str) -> Path:
+        if not version or any(ch in version for ch in "/\\\x00") or version.startswith("."):
+            raise InvalidInput("model_version", f"{version[:40]!r} cannot name a file")
+        return self.models_dir / f"{version}.json"
+
+    def save_model(self, version: str, artefact: dict[str, Any]) -> Path:
+        """Write ``models/<version>.json`` atomically (temporary file, fsync, rename)."""
+        path = self._model_path(version)
+        temporary = path.with_name(f".{path.name}.tmp")
+        try:
+            self.models_dir.mkdir(parents=True, exist_ok=True)
+            with temporary.open("wb") as stream:
+                stream.write(msgspec.json.format(_encode(artefact), indent=2))
+                stream.flush()
+                os.fsync(stream.fileno())
+            os.replace(temporary, path)
+        except OSError as exc:
+            raise StorageUnavailable(f"cannot write model artefact {path}: {exc}") from exc
+        return path
+
+    def load_model(self, version: str) -> dict[str, Any]:
+        path = self._model_path(version)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise NotFound(f"no model artefact {version!r} in {self.models_dir}") from None
+        except OSError as exc:
+            raise StorageUnavailable(f"cannot read model artefact {path}: {exc}") from exc
+        result: dict[str, Any] = _decode(data)
+        return result
+
+    def close(self) -> None:
+        with self._write_lock, self._read_lock:
+            self._writer.close()
+            self._reader.close()

@@ -1,0 +1,172 @@
+"""Members' orders and order lines as columns: what the batch scoring jobs read (pure).
+
+:class:`HistoryBuilder` takes ``Order Completed`` events one at a time (member id, event time,
+properties) and :meth:`HistoryBuilder.build` returns a :class:`PurchaseHistory` of NumPy
+columns. Members and products are numbered in order of first appearance, so the batch jobs
+work on integer codes, never on strings. An order is valued like the profile's signals value it
+(``docs/signals.md``): ``total``, else ``revenue``, else the sum of ``price`` x ``quantity``
+over ``products[]``; a negative value counts as 0. An ``order_id`` seen again for the same
+member is the same order and is kept once (the first one added).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from loyalty_cdp.core.predictions.summary import PurchaseSummary, summarise_purchases
+from loyalty_cdp.core.profile import DAY_MS, amount
+
+IntArray = NDArray[np.int64]
+FloatArray = NDArray[np.float64]
+
+MAX_KEY_CHARS = 64
+
+
+def _key(value: Any) -> str | None:
+    """A product id, sku or category as a bounded key; None when absent or not text/number."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        return None
+    text = " ".join(str(value).split())[:MAX_KEY_CHARS]
+    return text or None
+
+
+def order_value(properties: dict[str, Any]) -> float:
+    """``total``, else ``revenue``, else the sum of the lines' price x quantity; at least 0."""
+    for name in ("total", "revenue"):
+        value = amount(properties.get(name))
+        if value is not None:
+            return max(value, 0.0)
+    lines = properties.get("products")
+    total = 0.0
+    for line in lines if isinstance(lines, list) else ():
+        if isinstance(line, dict):
+            price = amount(line.get("price"))
+            quantity = amount(line.get("quantity"))
+            total += (price or 0.0) * (1.0 if quantity is None else quantity)
+    return max(total, 0.0)
+
+
+@dataclass(frozen=True, slots=True)
+class PurchaseHistory:
+    """Orders (one row each) and their product lines, with member and product code tables.
+
+    ``order_member[i]`` indexes ``member_ids``; ``line_order[j]`` indexes the orders and
+    ``line_product[j]`` indexes ``product_ids`` (``product_category`` gives each product's
+    category, ``""`` when unknown). Times are epoch milliseconds (UTC).
+    """
+
+    member_ids: NDArray[np.str_]
+    order_member: IntArray
+    order_time: IntArray
+    order_total: FloatArray
+    line_order: IntArray
+    line_product: IntArray
+    line_quantity: FloatArray
+    product_ids: NDArray[np.str_]
+    product_category: NDArray[np.str_]
+
+    @property
+    def line_member(self) -> IntArray:
+        return self.order_member[self.line_order]
+
+    @property
+    def line_time(self) -> IntArray:
+        return self.order_time[self.line_order]
+
+    def until(self, as_of_ms: int) -> PurchaseHistory:
+        """The orders (and lines) with a time at or before ``as_of_ms``; codes unchanged."""
+        return self._orders_where(self.order_time <= as_of_ms)
+
+    def restricted_to(self, members: NDArray[np.bool_]) -> PurchaseHistory:
+        """Only the orders (and lines) of the members where ``members[code]`` is True."""
+        return self._orders_where(members[self.order_member])
+
+    def _orders_where(self, kept: NDArray[np.bool_]) -> PurchaseHistory:
+        new_index = np.cumsum(kept) - 1
+        lines = kept[self.line_order]
+        return PurchaseHistory(
+            member_ids=self.member_ids,
+            order_member=self.order_member[kept],
+            order_time=self.order_time[kept],
+            order_total=self.order_total[kept],
+            line_order=new_index[self.line_order[lines]],
+            line_product=self.line_product[lines],
+            line_quantity=self.line_quantity[lines],
+            product_ids=self.product_ids,
+            product_category=self.product_category,
+        )
+
+    def summary(self, as_of_ms: int, time_unit_days: float) -> PurchaseSummary:
+        """The BTYD summary as of ``as_of_ms``'s day; its ``member_ids`` are member codes."""
+        days = (self.order_time // DAY_MS).astype("datetime64[D]")
+        end = np.datetime64(as_of_ms // DAY_MS, "D")
+        return summarise_purchases(
+            self.order_member, days, self.order_total, end, time_unit_days=time_unit_days
+        )
+
+
+class HistoryBuilder:
+    """Collects orders event by event; :meth:`build` turns them into a :class:`PurchaseHistory`."""
+
+    def __init__(self) -> None:
+        self._members: dict[str, int] = {}
+        self._products: dict[str, int] = {}
+        self._categories: list[str] = []
+        self._orders_seen: set[tuple[int, str]] = set()
+        self._order_member: list[int] = []
+        self._order_time: list[int] = []
+        self._order_total: list[float] = []
+        self._line_order: list[int] = []
+        self._line_product: list[int] = []
+        self._line_quantity: list[float] = []
+
+    def add_order(self, member_id: str, timestamp_ms: int, properties: dict[str, Any]) -> bool:
+        """Record one ``Order Completed``; False when it repeats an order id of the member."""
+        member = self._members.setdefault(member_id, len(self._members))
+        order_id = _key(properties.get("order_id"))
+        if order_id is not None:
+            if (member, order_id) in self._orders_seen:
+                return False
+            self._orders_seen.add((member, order_id))
+        order = len(self._order_time)
+        self._order_member.append(member)
+        self._order_time.append(timestamp_ms)
+        self._order_total.append(order_value(properties))
+        lines = properties.get("products")
+        for line in lines if isinstance(lines, list) else ():
+            if isinstance(line, dict):
+                self._add_line(order, line)
+        return True
+
+    def _add_line(self, order: int, line: dict[str, Any]) -> None:
+        product_key = _key(line.get("product_id")) or _key(line.get("sku"))
+        if product_key is None:
+            return
+        product = self._products.get(product_key)
+        category = _key(line.get("category")) or ""
+        if product is None:
+            product = self._products[product_key] = len(self._products)
+            self._categories.append(category)
+        elif category and not self._categories[product]:
+            self._categories[product] = category
+        quantity = amount(line.get("quantity"))
+        self._line_order.append(order)
+        self._line_product.append(product)
+        self._line_quantity.append(1.0 if quantity is None or quantity <= 0 else quantity)
+
+    def build(self) -> PurchaseHistory:
+        return PurchaseHistory(
+            member_ids=np.array(list(self._members), dtype=np.str_),
+            order_member=np.array(self._order_member, dtype=np.int64),
+            order_time=np.array(self._order_time, dtype=np.int64),
+            order_total=np.array(self._order_total, dtype=np.float64),
+            line_order=np.array(self._line_order, dtype=np.int64),
+            line_product=np.array(self._line_product, dtype=np.int64),
+            line_quantity=np.array(self._line_quantity, dtype=np.float64),
+            product_ids=np.array(list(self._products), dtype=np.str_),
+            product_category=np.array(self._categories, dtype=np.str_),
+        )

@@ -1,0 +1,115 @@
+"""One scoring run over a purchase history: who is scored, the fits, the scores and their reasons (pure).
+
+:func:`score_history` is everything ``loyalty-cdp score`` computes, without the I/O: members
+who opted out of automated decision-making (``opted_out``, member ids; the privacy work feeds
+it) are left out of the fits and get no targeting scores, only a row saying so; every other
+member with an order up to ``as_of_ms`` is scored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from loyalty_cdp.core.predictions.explain import Reason, explain_scores
+from loyalty_cdp.core.predictions.history import PurchaseHistory
+from loyalty_cdp.core.predictions.scoring import (
+    MemberScores,
+    ScoringConfig,
+    ScoringModels,
+    fit_scoring_models,
+    score_metrics,
+    score_summary,
+)
+
+OPTED_OUT_REASON: Reason = {
+    "code": "admt_opt_out",
+    "text": "not scored for targeting: you opted out of automated decision-making",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ScoringRun:
+    """The result of one run, one entry per member with an order up to ``as_of_ms``.
+
+    ``lapse_risk`` and ``p_alive`` are NaN, ``scores`` empty, for members not scored for
+    targeting (``targeting`` False).
+    """
+
+    as_of_ms: int
+    models: ScoringModels
+    member_ids: NDArray[np.str_]
+    targeting: NDArray[np.bool_]
+    lapse_risk: NDArray[np.float64]
+    p_alive: NDArray[np.float64]
+    scores: list[dict[str, Any]]
+    explanations: list[list[Reason]]
+
+    def records(self) -> Iterator[tuple[str, bool, float | None, dict[str, Any], list[Reason]]]:
+        """(member id, scored for targeting, lapse risk or None, scores, explanation) per member."""
+        risks = [None if np.isnan(risk) else risk for risk in self.lapse_risk.tolist()]
+        yield from zip(
+            self.member_ids.tolist(), self.targeting.tolist(), risks, self.scores, self.explanations, strict=True
+        )
+
+
+def _score_dicts(scores: MemberScores) -> list[dict[str, Any]]:
+    """The stored scores of each member: probabilities to 4 places, money to cents, days to 0.1."""
+    columns = {
+        "p_alive": np.round(scores.p_alive, 4),
+        "lapse_risk": np.round(scores.lapse_risk, 4),
+        "expected_purchases_90d": np.round(scores.expected_purchases, 4),
+        "clv": np.round(scores.clv, 2),
+        "expected_spend": np.round(scores.expected_spend, 2),
+        "p_alive_bgnbd": np.round(scores.p_alive_bgnbd, 4),
+        "p_alive_pareto_nbd": np.round(scores.p_alive_pareto_nbd, 4),
+        "orders": scores.orders.astype(np.int64),
+        "days_since_last_purchase": np.round(scores.days_since_last_purchase, 1),
+        "usual_interval_days": np.round(scores.usual_interval_days, 1),
+        "lapse_window_days": np.round(scores.lapse_window_days, 1),
+    }
+    names = list(columns)
+    rows = zip(*(column.tolist() for column in columns.values()), strict=True)
+    return [dict(zip(names, values, strict=True)) for values in rows]
+
+
+def score_history(
+    history: PurchaseHistory,
+    as_of_ms: int,
+    config: ScoringConfig,
+    *,
+    opted_out: Collection[str] = frozenset(),
+    seed: int = 0,
+) -> ScoringRun:
+    """Fit on and score the members with orders up to ``as_of_ms`` (see the module docstring)."""
+    history = history.until(as_of_ms)
+    has_orders = np.zeros(history.member_ids.size, dtype=bool)
+    has_orders[history.order_member] = True
+    targeting = ~np.isin(history.member_ids, np.array(list(opted_out), dtype=np.str_))
+    scored = history.restricted_to(targeting)
+    summary = scored.summary(as_of_ms, config.time_unit_days)
+    models = fit_scoring_models(summary, as_of_ms, config, seed=seed)
+    scores = score_summary(summary, models, config)
+    run_metrics = {**score_metrics(scores, config.lapse_threshold), "opted_out": int((has_orders & ~targeting).sum())}
+    models = replace(models, metrics={**models.metrics, **run_metrics})
+
+    members = np.flatnonzero(has_orders)
+    row_of = np.full(history.member_ids.size, -1, dtype=np.int64)
+    row_of[scores.member_codes] = np.arange(scores.member_codes.size)
+    rows = row_of[members]
+    score_dicts = _score_dicts(scores)
+    explanations = explain_scores(scores)
+    return ScoringRun(
+        as_of_ms=as_of_ms,
+        models=models,
+        member_ids=history.member_ids[members],
+        targeting=rows >= 0,
+        lapse_risk=np.where(rows >= 0, scores.lapse_risk[rows], np.nan),
+        p_alive=np.where(rows >= 0, scores.p_alive[rows], np.nan),
+        scores=[score_dicts[row] if row >= 0 else {} for row in rows.tolist()],
+        explanations=[explanations[row] if row >= 0 else [OPTED_OUT_REASON] for row in rows.tolist()],
+    )
