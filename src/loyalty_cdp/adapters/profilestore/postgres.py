@@ -1,11 +1,12 @@
 """The scale-out profile store: the processor's graph, profiles and offset in PostgreSQL tables.
 
 Each :meth:`PostgresProfileStore.commit` is one transaction committed with
-``synchronous_commit=on``: removals, then the members and profiles written (batched with
-``executemany``, which psycopg sends as one pipeline), the history renames and records,
-and last the offset. Commits hold ``pg_advisory_xact_lock`` until they end, so two stores
-on one database never interleave: the later commit wins whole. :meth:`load` reads in one
-``REPEATABLE READ`` transaction, so the offset it answers always matches the state.
+``synchronous_commit=on``: removals, then the members and profiles written (upserts batched
+with ``executemany``, which psycopg sends as one pipeline), the history renames, the new
+history records (binary COPY) and last the offset. Commits hold ``pg_advisory_xact_lock``
+until they end, so two stores on one database never interleave: the later commit wins
+whole. :meth:`load` reads in one ``REPEATABLE READ`` transaction, so the offset it answers
+always matches the state.
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ _SCHEMA = (
 )
 
 _HISTORY_COLUMNS = "member_id, action, message_id, timestamp, kind, value, other_id, reason"
+# The types of the history columns, in order, for binary COPY.
+_HISTORY_TYPES = ("text", "text", "text", "int8", "text", "bytea", "text", "text")
 _UPSERT_MEMBER = (
     "INSERT INTO member_identities (member_id, identities) VALUES (%s, %b) "
     "ON CONFLICT (member_id) DO UPDATE SET identities = EXCLUDED.identities"
@@ -148,11 +151,12 @@ class PostgresProfileStore:
                 # One statement per rename, in order, as a chain of renames needs.
                 cursor.executemany("UPDATE identity_history SET member_id = %s WHERE member_id = %s",
                                    [(new, old) for old, new in changes.renamed.items()])
-                cursor.executemany(
-                    f"INSERT INTO identity_history ({_HISTORY_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %b, %s, %s)",
-                    [(r.member_id, r.action, r.message_id, r.timestamp, r.kind, r.value.encode(), r.other_id, r.reason)
-                     for r in changes.history],
-                )
+                if changes.history:
+                    with cursor.copy(f"COPY identity_history ({_HISTORY_COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy:
+                        copy.set_types(_HISTORY_TYPES)
+                        for r in changes.history:
+                            copy.write_row((r.member_id, r.action, r.message_id, r.timestamp, r.kind,
+                                            r.value.encode(), r.other_id, r.reason))
                 cursor.execute("UPDATE profile_store_state SET log_offset = %s", (changes.offset,))
 
     def history(self, member_id: str) -> list[IdentityRecord]:
