@@ -1,0 +1,130 @@
+"""What conditions read about one member at one instant: :class:`MemberFacts`.
+
+Built from the profile, the instant ``as_of`` (epoch ms, passed in: nothing here reads a
+clock) and, when segments count events the profile does not keep, the member's
+:class:`~loyalty_cdp.core.segments.counts.EventWindows`. Signals are computed once, on the
+first read that needs them. Every value read is remembered in ``accessed`` so a decision
+can show exactly which inputs it used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from loyalty_cdp.core.identifiers import DecodedEvent
+from loyalty_cdp.core.profile import Profile
+from loyalty_cdp.core.segments.counts import CountSpec, EventWindows, window_count
+from loyalty_cdp.core.segments.fields import FieldPath, aggregate, resolve
+from loyalty_cdp.core.signals import SignalSettings, compute_signals
+
+AUTOMATED_DECISIONS = "automated_decisions"
+
+
+def consent_state(consent: dict[str, Any], purpose: str) -> bool | None:
+    """Whether ``purpose`` is granted in the profile's ``consent`` object, None when unrecorded.
+
+    A purpose's entry is either a boolean or an object whose ``granted`` is a boolean (what
+    the privacy part records, with its history beside it)."""
+    entry = consent.get(purpose)
+    if isinstance(entry, dict):
+        entry = entry.get("granted")
+    return entry if isinstance(entry, bool) else None
+
+
+def member_segments(profile: Profile) -> list[str]:
+    """The ids of the segments the profile is in (from ``profile.segments``), sorted."""
+    return sorted(key for key, state in profile.segments.items() if isinstance(state, dict) and state.get("member"))
+
+
+class MemberFacts:
+    """One member as of ``as_of``, as conditions, triggers and offers read it.
+
+    ``automated`` False (the member opted out of automated decision-making) hides the
+    ``scores`` namespace, so nothing computed by a model can influence what they get.
+    ``event`` is the triggering event, read by ``event.*`` paths.
+    """
+
+    __slots__ = ("_signals", "_traits", "accessed", "as_of", "automated", "event", "profile",
+                 "segment_ids", "settings", "windows")
+
+    def __init__(
+        self,
+        profile: Profile,
+        as_of: int,
+        *,
+        windows: EventWindows | None = None,
+        signals: dict[str, Any] | None = None,
+        settings: SignalSettings | None = None,
+        event: DecodedEvent | None = None,
+        automated: bool | None = None,
+        segment_ids: Iterable[str] | None = None,
+    ) -> None:
+        self.profile = profile
+        self.as_of = as_of
+        self.windows = windows
+        self.settings = settings
+        self.event = event
+        if automated is None:
+            automated = consent_state(profile.consent, AUTOMATED_DECISIONS) is not False
+        self.automated = automated
+        self.segment_ids = sorted(segment_ids) if segment_ids is not None else member_segments(profile)
+        self._signals = signals
+        self._traits: dict[str, Any] | None = None
+        self.accessed: dict[str, Any] = {}
+
+    @property
+    def member_id(self) -> str:
+        return self.profile.member_id
+
+    @property
+    def signals(self) -> dict[str, Any]:
+        if self._signals is None:
+            self._signals = compute_signals(self.profile, self.as_of, self.settings)
+        return self._signals
+
+    @property
+    def traits(self) -> dict[str, Any]:
+        if self._traits is None:
+            self._traits = {key: trait.value for key, trait in self.profile.traits.items()}
+        return self._traits
+
+    def with_event(self, event: DecodedEvent | None) -> MemberFacts:
+        """The same facts with another triggering event (signals are shared, not recomputed)."""
+        other = MemberFacts(self.profile, self.as_of, windows=self.windows, signals=self._signals,
+                            settings=self.settings, event=event, automated=self.automated,
+                            segment_ids=self.segment_ids)
+        other._traits = self._traits
+        return other
+
+    def _root(self, namespace: str) -> Any:
+        if namespace == "signals":
+            return self.signals
+        if namespace == "traits":
+            return self.traits
+        if namespace == "loyalty":
+            return self.profile.loyalty
+        if namespace == "scores":
+            return self.profile.scores if self.automated else None
+        if namespace == "event":
+            return self.event.properties if self.event is not None else None
+        if namespace == "segments":
+            return self.segment_ids
+        return None
+
+    def value(self, path: FieldPath) -> Any:
+        """The member's value at ``path`` (None when absent), remembered in ``accessed``."""
+        if path.namespace == "consent":
+            found: Any = consent_state(self.profile.consent, path.keys[0]) if len(path.keys) == 1 else None
+        else:
+            found = resolve(self._root(path.namespace), path.keys)
+        if path.aggregate is not None:
+            found = aggregate(found, path.aggregate)
+        self.accessed[path.text] = found
+        return found
+
+    def count(self, spec: CountSpec) -> int | None:
+        """Events ``spec`` counts at ``as_of`` (None when no state keeps them)."""
+        found = window_count(spec, self.profile, self.windows, self.as_of)
+        self.accessed[f"count({spec.key}, {spec.days}d)"] = found
+        return found
