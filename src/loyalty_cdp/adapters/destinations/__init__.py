@@ -1,0 +1,1 @@
+"""Destinations: email (SMTP), SMS (Twilio), push (FCM), webhooks and retail-media audience files."""
