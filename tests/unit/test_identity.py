@@ -74,7 +74,7 @@ def event(
 @pytest.mark.parametrize(
     "value",
     ["", "   ", "null", "NULL", "Undefined", "anonymous", "none", "0", "-1", "0000", "----",
-     "00-00", " 0 0 ", "nan"],
+     "00-00", " 0 0 ", "nan", "a\x00b@example.com", "card\x00"],
 )
 def test_blocked_values(value: str) -> None:
     assert is_blocked(value)

@@ -183,9 +183,13 @@ def decode_event(record: EventRecord) -> DecodedEvent:
 
 
 def is_blocked(value: str) -> bool:
-    """Whether an identifier value is a placeholder that must never link two profiles."""
+    """Whether an identifier value is a placeholder that must never link two profiles.
+
+    A value holding a NUL character is blocked too: no real identifier has one, and some
+    stores (PostgreSQL text) cannot hold it.
+    """
     text = value.strip().lower()
-    return text in BLOCKED_VALUES or _ZEROS_AND_DASHES.fullmatch(text) is not None
+    return text in BLOCKED_VALUES or "\x00" in text or _ZEROS_AND_DASHES.fullmatch(text) is not None
 
 
 def _text(value: Any) -> str | None:

@@ -243,7 +243,7 @@ class Processor:
         """Carry each vanished member's profile into the member that now holds its identifiers.
 
         Returns the vanished ids, and the members whose loyalty state must be rebuilt from
-        their whole history because a profile holding loyalty state was merged into them.
+        their whole history because a profile with events of its own was merged into them.
         """
         removed: list[str] = []
         rebuild: set[str] = set()
@@ -262,9 +262,10 @@ class Processor:
                     updated[new_id] = merge_profiles(target, old, member)
                 except Conflict:
                     updated[new_id] = self._rebuild(member)
-                if old.loyalty or target.loyalty:
-                    rebuild.add(new_id)
-            if old.loyalty and updated[new_id].user_id is not None and new_id not in rebuild:
+            # Events the absorbed profile held (anonymous browsing, wishlists, a purchase before
+            # login) now belong to the member: its loyalty state is rebuilt from the whole history,
+            # as a replay of the log would build it.
+            if updated[new_id].user_id is not None and (old.loyalty or old.activity.events):
                 rebuild.add(new_id)
         return removed, rebuild
 
