@@ -174,19 +174,32 @@ class SuppressionList:
         digests = self._digests
         if not digests or not events:
             return set()
-        cache = self._cache
+        digest_of = self._cached_digest
         hits: set[int] = set()
         for index, event in enumerate(events):
             for key in extract_identifiers(decode_event(event), self._region):
-                digest = cache.get(key)
-                if digest is None:
-                    if len(cache) >= DIGEST_CACHE_ENTRIES:
-                        cache.clear()
-                    digest = cache[key] = identifier_digest(self._secret, key)
-                if digest in digests:
+                if digest_of(key) in digests:
                     hits.add(index)
                     break
         return hits
+
+    def suppressed_keys(self, keys: Iterable[str]) -> set[str]:
+        """The suppressed ones among identifier keys (``kind:normalised value``, as the identity graph
+        holds them): for a stage that has extracted the identifiers already, such as the processor."""
+        with self._lock:
+            self._refresh()
+        digests = self._digests
+        if not digests:
+            return set()
+        return {key for key in keys if self._cached_digest(key) in digests}
+
+    def _cached_digest(self, key: str) -> bytes:
+        digest = self._cache.get(key)
+        if digest is None:
+            if len(self._cache) >= DIGEST_CACHE_ENTRIES:
+                self._cache.clear()
+            digest = self._cache[key] = identifier_digest(self._secret, key)
+        return digest
 
     def __len__(self) -> int:
         with self._lock:
