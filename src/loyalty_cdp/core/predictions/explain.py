@@ -15,10 +15,14 @@ code                      text (example)
 ``activity``              23% estimated chance of still being an active customer
 ``frequency``             7 purchases in the last 210 days
 ``value``                 about 1.9 purchases expected in the next 90 days, about 41.20 each
+``replenishment_due``     Whole Bean Espresso 1kg likely needed around 2026-04-03 (you buy it
+                          every 14 days)
 ========================  ===================================================================
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 
@@ -62,6 +66,16 @@ def explain_scores(scores: MemberScores) -> list[list[Reason]]:
                                                  f"{horizon} days, about {spend[i]:.2f} each"})
         explanations.append(reasons)
     return explanations
+
+
+def replenishment_reasons(entries: list[dict[str, Any]]) -> list[Reason]:
+    """One reason per due replenishment entry (``member_replenishment`` output)."""
+    return [
+        {"code": "replenishment_due",
+         "text": f"{entry.get('name') or entry.get('product_id') or entry['category']} likely needed around "
+                 f"{entry['predicted_date']} (you buy it every {entry['interval_days']:.0f} days)"}
+        for entry in entries if entry["due"]
+    ]
 
 
 LAPSE_CODES = frozenset({"overdue", "on_cadence", "single_purchase", "activity", "frequency"})

@@ -55,8 +55,8 @@ class PurchaseHistory:
     """Orders (one row each) and their product lines, with member and product code tables.
 
     ``order_member[i]`` indexes ``member_ids``; ``line_order[j]`` indexes the orders and
-    ``line_product[j]`` indexes ``product_ids`` (``product_category`` gives each product's
-    category, ``""`` when unknown). Times are epoch milliseconds (UTC).
+    ``line_product[j]`` indexes ``product_ids`` (``product_category`` and ``product_name`` give
+    each product's category and name, ``""`` when unknown). Times are epoch milliseconds (UTC).
     """
 
     member_ids: NDArray[np.str_]
@@ -68,6 +68,7 @@ class PurchaseHistory:
     line_quantity: FloatArray
     product_ids: NDArray[np.str_]
     product_category: NDArray[np.str_]
+    product_name: NDArray[np.str_]
 
     @property
     def line_member(self) -> IntArray:
@@ -98,6 +99,7 @@ class PurchaseHistory:
             line_quantity=self.line_quantity[lines],
             product_ids=self.product_ids,
             product_category=self.product_category,
+            product_name=self.product_name,
         )
 
     def summary(self, as_of_ms: int, time_unit_days: float) -> PurchaseSummary:
@@ -116,6 +118,7 @@ class HistoryBuilder:
         self._members: dict[str, int] = {}
         self._products: dict[str, int] = {}
         self._categories: list[str] = []
+        self._names: list[str] = []
         self._orders_seen: set[tuple[int, str]] = set()
         self._order_member: list[int] = []
         self._order_time: list[int] = []
@@ -148,11 +151,14 @@ class HistoryBuilder:
             return
         product = self._products.get(product_key)
         category = _key(line.get("category")) or ""
+        name = _key(line.get("name")) or ""
         if product is None:
             product = self._products[product_key] = len(self._products)
             self._categories.append(category)
-        elif category and not self._categories[product]:
-            self._categories[product] = category
+            self._names.append(name)
+        else:
+            self._categories[product] = self._categories[product] or category
+            self._names[product] = self._names[product] or name
         quantity = amount(line.get("quantity"))
         self._line_order.append(order)
         self._line_product.append(product)
@@ -169,4 +175,5 @@ class HistoryBuilder:
             line_quantity=np.array(self._line_quantity, dtype=np.float64),
             product_ids=np.array(list(self._products), dtype=np.str_),
             product_category=np.array(self._categories, dtype=np.str_),
+            product_name=np.array(self._names, dtype=np.str_),
         )

@@ -15,8 +15,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from loyalty_cdp.core.predictions.explain import Reason, explain_scores
+from loyalty_cdp.core.predictions.explain import Reason, explain_scores, replenishment_reasons
 from loyalty_cdp.core.predictions.history import PurchaseHistory
+from loyalty_cdp.core.predictions.replenishment import member_replenishment, predict_replenishment
 from loyalty_cdp.core.predictions.scoring import (
     MemberScores,
     ScoringConfig,
@@ -25,6 +26,10 @@ from loyalty_cdp.core.predictions.scoring import (
     score_metrics,
     score_summary,
 )
+
+# What a ``replenishment_due`` entry keeps of a replenishment entry (the product fields exist
+# when replenishment is per product, ``category`` always).
+DUE_FIELDS = ("product_id", "name", "category", "predicted_date", "lead_days")
 
 OPTED_OUT_REASON: Reason = {
     "code": "admt_opt_out",
@@ -77,6 +82,21 @@ def _score_dicts(scores: MemberScores) -> list[dict[str, Any]]:
     return [dict(zip(names, values, strict=True)) for values in rows]
 
 
+def _add_replenishment(history: PurchaseHistory, as_of_ms: int, config: ScoringConfig, member_codes: NDArray[np.int64],
+                       score_dicts: list[dict[str, Any]], explanations: list[list[Reason]]) -> None:
+    """Each scored member's replenishment pairs, the due ones also as a list and as reasons."""
+    settings = config.replenishment
+    entries = member_replenishment(predict_replenishment(history, as_of_ms, settings), history, settings.group)
+    for row, code in enumerate(member_codes.tolist()):
+        mine = entries.get(code, [])
+        score_dicts[row]["replenishment"] = mine
+        score_dicts[row]["replenishment_due"] = [
+            {key: entry[key] for key in DUE_FIELDS if key in entry} for entry in mine if entry["due"]
+        ]
+        if mine:
+            explanations[row].extend(replenishment_reasons(mine))
+
+
 def score_history(
     history: PurchaseHistory,
     as_of_ms: int,
@@ -103,6 +123,7 @@ def score_history(
     rows = row_of[members]
     score_dicts = _score_dicts(scores)
     explanations = explain_scores(scores)
+    _add_replenishment(scored, as_of_ms, config, scores.member_codes, score_dicts, explanations)
     return ScoringRun(
         as_of_ms=as_of_ms,
         models=models,

@@ -32,6 +32,7 @@ from loyalty_cdp.core.predictions.lapse import (
     usual_interval_days,
 )
 from loyalty_cdp.core.predictions.pareto_nbd import ParetoNbdModel, fit_pareto_nbd
+from loyalty_cdp.core.predictions.replenishment import ReplenishmentConfig
 from loyalty_cdp.core.predictions.summary import PurchaseSummary
 from loyalty_cdp.errors import InvalidInput
 
@@ -58,6 +59,7 @@ class ScoringConfig:
     fit_sample: int = 100_000
     pareto_fit_sample: int = 10_000
     time_unit_days: float = 7.0
+    replenishment: ReplenishmentConfig = field(default_factory=ReplenishmentConfig)
 
     def __post_init__(self) -> None:
         if isinstance(self.clv_months, bool) or not isinstance(self.clv_months, int) or self.clv_months < 1:

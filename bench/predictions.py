@@ -1,0 +1,131 @@
+"""Scoring benchmark: one whole scoring run over synthetic members, stage by stage, and the log read.
+
+Run:  .venv/bin/python bench/predictions.py [--members 1000000] [--fit 100000] [--log-members 2000]
+
+Builds a synthetic purchase history (not timed): ``--members`` members who buy as Poisson
+processes at Gamma-distributed rates over exponential lifetimes (Pareto/NBD-like), one to 24
+months of history on a day grid, order values Gamma-distributed per member, two lines per order
+from a 2,000-product catalog. Then times what ``loyalty-cdp score`` does after reading the log:
+the purchase summary, the fits (BG/NBD and Gamma-Gamma on ``--fit`` members, Pareto/NBD on
+10,000), the vectorised scores, replenishment and cross-sell, the per-member score dicts and
+explanations, and the write of every row to a fresh ``scores.db``. Finally it times reading
+the orders of a simulated program (``--log-members`` members over a year) out of a SQLite event
+log, the step before all that, and reports it per order and per event.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+
+from loyalty_cdp.adapters.eventlog.sqlite import SqliteEventLog
+from loyalty_cdp.adapters.scorestore import RunRecord, ScoreRow, ScoreStore
+from loyalty_cdp.core.events import normalise, parse_time
+from loyalty_cdp.core.predictions.explain import explain_scores
+from loyalty_cdp.core.predictions.history import PurchaseHistory
+from loyalty_cdp.core.predictions.run import ScoringRun, score_history
+from loyalty_cdp.core.predictions.scoring import ScoringConfig, fit_scoring_models, score_summary
+from loyalty_cdp.services.scoring import Identities, read_history
+from loyalty_cdp.simulator.generator import simulate
+
+DAY_MS = 86_400_000
+AS_OF_DAY = 20_600  # 2026-05-25
+PRODUCTS = 2_000
+T = TypeVar("T")
+
+
+def timed(label: str, action: Callable[[], T]) -> T:
+    started = time.perf_counter()
+    result = action()
+    print(f"{label:<66} {time.perf_counter() - started:7.2f} s", flush=True)
+    return result
+
+
+def synthetic_history(members: int, seed: int) -> PurchaseHistory:
+    rng = np.random.default_rng(seed)
+    tenure = rng.integers(30, 730, members)
+    rate = rng.gamma(1.5, 1 / 40, members)  # purchases per day: a mean gap of 27 days
+    lifetime = rng.exponential(1 / rng.gamma(2.0, 1 / 400, members))
+    active = np.minimum(tenure, lifetime)
+    orders = 1 + rng.poisson(rate * active)
+    member = np.repeat(np.arange(members), orders)
+    first_day = AS_OF_DAY - tenure
+    day = first_day[member] + np.floor(rng.random(member.size) * active[member]).astype(np.int64)
+    first_order = np.concatenate([[0], np.cumsum(orders)[:-1]])
+    day[first_order] = first_day  # the first order opens the history
+    time_ms = day * DAY_MS + rng.integers(8, 20, member.size) * 3_600_000
+    total = rng.gamma(4.0, rng.gamma(3.0, 1 / 0.3, members)[member] / 4.0)
+    line_order = np.repeat(np.arange(member.size), 2)
+    product = np.minimum(rng.zipf(1.3, line_order.size) - 1, PRODUCTS - 1)
+    return PurchaseHistory(
+        member_ids=np.array([f"M{i:09d}" for i in range(members)], dtype=np.str_),
+        order_member=member, order_time=time_ms, order_total=total,
+        line_order=line_order, line_product=product, line_quantity=np.ones(line_order.size),
+        product_ids=np.array([f"P{i:05d}" for i in range(PRODUCTS)], dtype=np.str_),
+        product_category=np.array([f"C{i % 40:02d}" for i in range(PRODUCTS)], dtype=np.str_),
+        product_name=np.array([f"Product {i}" for i in range(PRODUCTS)], dtype=np.str_),
+    )
+
+
+def stages(history: PurchaseHistory, as_of: int, config: ScoringConfig) -> None:
+    summary = timed("purchase summary", lambda: history.summary(as_of, config.time_unit_days))
+    models = timed(f"fits (BG/NBD, Gamma-Gamma on {config.fit_sample:,}; Pareto/NBD on "
+                   f"{config.pareto_fit_sample:,})", lambda: fit_scoring_models(summary, as_of, config))
+    scores = timed("scores (P(alive) x2, lapse risk, 90-day purchases, spend, CLV)",
+                   lambda: score_summary(summary, models, config))
+    timed("explanations", lambda: explain_scores(scores))
+
+
+def write(run: ScoringRun, directory: Path) -> None:
+    store = ScoreStore(directory)
+    record = RunRecord(run.models.version, run.as_of_ms, run.as_of_ms, int(run.member_ids.size), run.models.metrics)
+    store.replace_all((ScoreRow(*fields) for fields in run.records()), record)
+    store.close()
+
+
+def log_read(members: int) -> None:
+    with tempfile.TemporaryDirectory(prefix="lcdp-bench-") as tmp:
+        log = SqliteEventLog(Path(tmp) / "events.db")
+        calls = list(simulate(members, 365, 1))
+        for start in range(0, len(calls), 10_000):
+            log.append([normalise(c, call_type=None, received_at=parse_time(c["timestamp"], "t"),
+                                  default_message_id=f"b-{start + i}")
+                        for i, c in enumerate(calls[start:start + 10_000])])
+        started = time.perf_counter()
+        history, _ = read_history(log, Identities({}, {}, {}), as_of_ms=2**62)
+        seconds = time.perf_counter() - started
+        log.close()
+    orders = history.order_time.size
+    print(f"read orders from the event log: {len(calls):,} events, {orders:,} orders in {seconds:.2f} s "
+          f"({len(calls) / seconds:,.0f} events/s, {orders / seconds:,.0f} orders/s)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--members", type=int, default=1_000_000)
+    parser.add_argument("--fit", type=int, default=100_000)
+    parser.add_argument("--log-members", type=int, default=2_000)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    history = synthetic_history(args.members, args.seed)
+    print(f"{args.members:,} members, {history.order_time.size:,} orders, {history.line_order.size:,} lines")
+    as_of = (AS_OF_DAY + 1) * DAY_MS - 1
+    config = ScoringConfig(fit_sample=args.fit)
+    stages(history, as_of, config)
+    started = time.perf_counter()
+    run = timed("whole pure run (score_history)", lambda: score_history(history, as_of, config))
+    with tempfile.TemporaryDirectory(prefix="lcdp-bench-") as tmp:
+        timed("write every row to scores.db", lambda: write(run, Path(tmp)))
+    print(f"{'scoring run, total (pure run + store write)':<66} {time.perf_counter() - started:7.2f} s")
+    if args.log_members:
+        log_read(args.log_members)
+
+
+if __name__ == "__main__":
+    main()
