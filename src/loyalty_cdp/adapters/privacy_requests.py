@@ -275,13 +275,17 @@ class PrivacyRequestStore:
             )
         return self.get(request_id)
 
-    def redact(self, identifiers: Iterable[tuple[str, str]]) -> int:
+    def redact(self, identifiers: Iterable[tuple[str, str]], keep: str | None = None) -> int:
         """Clear the identifier and corrections of every request about any of ``identifiers``
-        (an erased member's ``(kind, value)`` pairs) and purge them from the file; answers how many."""
+        (an erased member's ``(kind, value)`` pairs) and purge them from the file; answers how many.
+
+        ``keep`` names a request left as it is: the erasure in progress, which still needs its
+        identifier if it must be run again, and is redacted when it completes.
+        """
         digests = [self._digest(kind, value) for kind, value in identifiers]
         with self._lock:
             with transaction(self._db):
-                count = self._redact_digests(digests)
+                count = self._redact_digests(digests, keep)
             self._checkpoint()
         return count
 
@@ -295,12 +299,13 @@ class PrivacyRequestStore:
             raise InvalidInput("identifier.value", f"is not a usable {kind}")
         return identifier_digest(self._secret, key)
 
-    def _redact_digests(self, digests: list[bytes]) -> int:
+    def _redact_digests(self, digests: list[bytes], keep: str | None = None) -> int:
         before = self._db.total_changes
         self._db.executemany(
             "UPDATE privacy_requests SET identifier_value = NULL, corrections = NULL"
-            " WHERE identifier_digest = ? AND (identifier_value IS NOT NULL OR corrections IS NOT NULL)",
-            [(digest,) for digest in digests],
+            " WHERE identifier_digest = ? AND (identifier_value IS NOT NULL OR corrections IS NOT NULL)"
+            " AND request_id IS NOT ?",
+            [(digest, keep) for digest in digests],
         )
         return self._db.total_changes - before
 

@@ -124,9 +124,19 @@ class Record(msgspec.Struct, frozen=True, array_like=True, gc=False):
     first_at: int
 
 
-class PurposeConsent(msgspec.Struct, frozen=True, array_like=True, gc=False):
-    current: Record
+class PurposeConsent(msgspec.Struct, frozen=True, array_like=True, gc=False, omit_defaults=True):
+    """One purpose's history, and its current value when that is not the newest history line
+    (only when the span holding it was dropped by the cap, so it is almost never stored)."""
+
     history: tuple[Record, ...]
+    current_outside_history: Record | None = None
+
+    @property
+    def current(self) -> Record:
+        """The latest observation: last writer wins on event time, then message id."""
+        if self.current_outside_history is not None:
+            return self.current_outside_history
+        return max(self.history, key=_order)
 
 
 class ConsentState(msgspec.Struct, frozen=True, gc=False):
@@ -209,7 +219,11 @@ def _combine(current: Iterable[Record], history: Iterable[Record]) -> PurposeCon
             spans[key] = latest if latest.first_at == first_at else msgspec.structs.replace(latest, first_at=first_at)
     kept = sorted(explicit.values(), key=_order)[-MAX_EXPLICIT:]
     kept.extend(spans[key] for key in sorted(spans)[:MAX_AMBIENT])
-    return PurposeConsent(max(current, key=_order), tuple(sorted(kept, key=_history_order)))
+    history_kept = tuple(sorted(kept, key=_history_order))
+    latest = max(current, key=_order)
+    if _order(max(kept, key=_order)) == _order(latest):
+        return PurposeConsent(history_kept)
+    return PurposeConsent(history_kept, msgspec.structs.replace(latest, first_at=latest.at))
 
 
 def _join(a: PurposeConsent, b: PurposeConsent) -> PurposeConsent:
@@ -300,6 +314,11 @@ def allowed(state: ConsentState, purpose: str, default_policy: DefaultPolicy) ->
     _check_purpose(purpose)
     held = state.purposes.get(purpose)
     return default_policy.defaults[purpose] if held is None else held.current.granted
+
+
+def allowed_purposes(state: ConsentState, default_policy: DefaultPolicy) -> dict[str, bool]:
+    """``{purpose: allowed}`` for every purpose (what the dispatcher's consent lookup answers)."""
+    return {purpose: allowed(state, purpose, default_policy) for purpose in PURPOSES}
 
 
 def purpose_for_channel(channel: str) -> str | None:
