@@ -355,12 +355,9 @@ def consent_view(state: ConsentState, default_policy: DefaultPolicy) -> dict[str
     return view
 
 
-_to_builtins = msgspec.to_builtins
-
-
 def consent_to_builtins(state: ConsentState) -> dict[str, Any]:
     """The state as plain lists and dicts (for ``Profile.consent``)."""
-    result: dict[str, Any] = _to_builtins(state.purposes)
+    result: dict[str, Any] = msgspec.to_builtins(state.purposes)
     return result
 
 

@@ -233,7 +233,7 @@ SCORE_WORDS = {
     "p_alive": ("the estimated probability that you are still an active customer", "percent"),
     "lapse_risk": ("the estimated risk that you stop buying from us", "percent"),
     "expected_purchases_90d": ("the number of purchases we expect from you in the next 90 days", "number"),
-    "clv": ("the predicted value of your purchases over the next 12 months", "amount"),
+    "clv": ("the predicted value of your future purchases", "amount"),
 }
 
 
