@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from loyalty_cdp.adapters.eventlog.base import AppendResult, EventLog
 from loyalty_cdp.adapters.keystore import KeyStore
 from loyalty_cdp.adapters.profilestore.base import ProfileStore
+from loyalty_cdp.adapters.scorestore import ScoreStore
 from loyalty_cdp.api.metrics import Metrics
 from loyalty_cdp.core.loyalty import LoyaltyEngine, ProgramBook
 from loyalty_cdp.services.appender import GroupCommitAppender
@@ -64,6 +65,7 @@ class Components:
     metrics: Metrics
     appender: GroupCommitAppender
     processor: Processor
+    scores: ScoreStore
 
     async def start(self) -> None:
         self.appender.start()
@@ -73,6 +75,7 @@ class Components:
         await self.appender.close()
         self.processor.stop()
         self.processor.close()
+        self.scores.close()
         self.keys.close()
         self.event_log.close()
 
@@ -94,4 +97,5 @@ def build(settings: Settings, metrics: Metrics) -> Components:
         processor_lag=lambda: event_log.last_offset() - processor.offset,
         members=lambda: len(processor.view),
     )
-    return Components(settings, event_log, open_key_store(settings), metrics, appender, processor)
+    return Components(settings, event_log, open_key_store(settings), metrics, appender, processor,
+                      ScoreStore(settings.data_dir))

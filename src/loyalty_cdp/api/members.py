@@ -68,7 +68,7 @@ def render(components: Any, profile: Profile, as_of: int) -> dict[str, Any]:
         "traits": {key: trait.value for key, trait in profile.traits.items()},
         "traits_updated_at": {key: format_time(trait.updated_at) for key, trait in profile.traits.items()},
         "signals": compute_signals(profile, as_of),
-        "scores": profile.scores,
+        "scores": components.scores.get(profile.member_id) or profile.scores,
         "segments": profile.segments,
         "consent": profile.consent,
     }

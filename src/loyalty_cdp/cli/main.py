@@ -18,13 +18,14 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from loyalty_cdp.cli import config, importer, keys, replay, report, serve, simulate
+    from loyalty_cdp.cli import config, importer, keys, replay, report, score, serve, simulate
 
     app.command("serve")(serve.serve)
     app.add_typer(keys.app, name="keys")
     app.command("simulate")(simulate.simulate)
     app.command("import")(importer.import_file)
     app.command("replay")(replay.replay)
+    app.command("score")(score.score)
     app.add_typer(config.app, name="config")
     app.add_typer(report.app, name="report")
 
