@@ -42,7 +42,7 @@ EXTENSIONS: dict[str, Any] = {
             {"id": "value", "segment": "price-sensitive", "tags": ["value"], "weight": 2.0},
         ],
         "catalog": [
-            {"id": "welcome", "name": "Welcome to {tier}", "tags": ["recognition"],
+            {"id": "welcome", "name": "Gold welcome", "tags": ["recognition"],
              "eligibility": {"tiers": ["Gold", "Platinum"]},
              "content": {"email": {"subject": "Welcome to {{ tier }}, {{ first_name or 'friend' }}"},
                          "push": {"body": "You made {{ tier }}"}},
@@ -94,9 +94,9 @@ def day(n: float) -> int:
     return T0 + int(n * DAY_MS)
 
 
-def track(message_id: str, at: int, name: str, channel: str | None = "web", user: str = "u1",
+def track(message_id: str, at: int, event: str, channel: str | None = "web", user: str = "u1", /,
           **properties: Any) -> DecodedEvent:
-    return DecodedEvent(message_id, "track", name, user, None, at, channel, properties=properties)
+    return DecodedEvent(message_id, "track", event, user, None, at, channel, properties=properties)
 
 
 def order(message_id: str, at: int, category: str = "Pet Food", total: float = 40.0, user: str = "u1",
