@@ -22,7 +22,7 @@ from loyalty_cdp.core.decisioning.holdout import assign_arm, period_label
 from loyalty_cdp.core.decisioning.offers import grant, ineligible, offer_view
 from loyalty_cdp.core.decisioning.policy import Send, check_contact
 from loyalty_cdp.core.decisioning.priority import context_weight, propensity
-from loyalty_cdp.core.decisioning.records import Candidate, Chosen, Decision, decision_id
+from loyalty_cdp.core.decisioning.records import Action, Candidate, Chosen, Decision, decision_id
 from loyalty_cdp.core.decisioning.triggers import Occurrence, PriceDropTrigger, ReplenishmentTrigger
 from loyalty_cdp.core.events import format_time
 from loyalty_cdp.core.segments.facts import MemberFacts
@@ -140,6 +140,7 @@ def decide(config: DecisioningConfig, occurrence: Occurrence, facts: MemberFacts
     offers = [config.offers[offer_id] for offer_id in trigger.offers] or list(config.offers.values())
     candidates, options = _consider(config, offers, trigger.channels, facts, history, at, occurrence, type(trigger))
     chosen = [_chosen(options[0], identifier, occurrence.item, arm == "treatment")] if options else []
+    action: Action
     if not chosen:
         action, reason = "none", f"Nothing to send for {trigger.id}: {_refusals(candidates) or 'no candidate offer'}."
     else:
@@ -176,6 +177,7 @@ def rank_offers(config: DecisioningConfig, facts: MemberFacts, channel: str, his
     identifier = decision_id(facts.member_id, "request", channel, request_id)
     candidates, options = _consider(config, list(config.offers.values()), [channel], facts, history, at, None, None)
     chosen = [_chosen(option, identifier, None) for option in options[:limit]]
+    action: Action
     if chosen:
         action = "show"
         reason = f"{len(chosen)} of {len(options)} eligible offer(s) for {channel}, best first: " + "; ".join(

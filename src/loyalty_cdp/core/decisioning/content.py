@@ -142,7 +142,8 @@ def _first(values: dict[str, Any], *keys: str) -> Any:
 def _top(shares: Any) -> str | None:
     if not isinstance(shares, dict) or not shares:
         return None
-    return min(shares.items(), key=lambda item: (-item[1], item[0]))[0]
+    top: str = min(shares.items(), key=lambda item: (-item[1], item[0]))[0]
+    return top
 
 
 def member_context(traits: dict[str, Any], loyalty: dict[str, Any], signals: dict[str, Any],
@@ -151,7 +152,8 @@ def member_context(traits: dict[str, Any], loyalty: dict[str, Any], signals: dic
     """The template variables (:data:`VARIABLES`) of one member, offer and channel."""
     name = _first(traits, "name")
     first_name = _first(traits, "first_name", "firstName") or (name.split()[0] if name else None)
-    progress = loyalty.get("progress") if isinstance(loyalty.get("progress"), dict) else {}
+    found = loyalty.get("progress")
+    progress: dict[str, Any] = found if isinstance(found, dict) else {}
     metric, remaining = progress.get("metric"), progress.get("remaining")
     affinity = signals.get("affinity", {})
     return {

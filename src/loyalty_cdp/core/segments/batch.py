@@ -90,26 +90,31 @@ def _listed(op: str, operand: Any) -> list[Any]:
     return list(operand) if op in ("in", "not_in") else [operand]
 
 
+def _mask(values: Any) -> Mask:
+    """A comparison's result typed as the boolean array it is."""
+    return np.asarray(values, dtype=np.bool_)
+
+
 def _numbers(values: NDArray[np.float64], op: str, operand: Any) -> Mask:
     valid = ~np.isnan(values)
     with np.errstate(invalid="ignore"):
         if op == "between":
-            return (values >= operand[0]) & (values <= operand[1])
+            return _mask((values >= operand[0]) & (values <= operand[1]))
         if op == "eq":
-            return values == operand
+            return _mask(values == operand)
         if op == "ne":
-            return valid & (values != operand)
+            return _mask(valid & (values != operand))
         if op == "in":
-            return np.isin(values, np.asarray(operand, dtype=np.float64))
+            return _mask(np.isin(values, np.asarray(operand, dtype=np.float64)))
         if op == "not_in":
-            return valid & ~np.isin(values, np.asarray(operand, dtype=np.float64))
+            return _mask(valid & ~np.isin(values, np.asarray(operand, dtype=np.float64)))
         if op == "lt":
-            return values < operand
+            return _mask(values < operand)
         if op == "lte":
-            return values <= operand
+            return _mask(values <= operand)
         if op == "gt":
-            return values > operand
-        return values >= operand
+            return _mask(values > operand)
+        return _mask(values >= operand)
 
 
 def _codes(codes: NDArray[np.int32], op: str, wanted: list[int]) -> Mask:
@@ -178,9 +183,9 @@ class MemberTable:
             return ~self._evaluate(condition.item)
         masks = [self._evaluate(item) for item in condition.items]
         if isinstance(condition, All):
-            return np.logical_and.reduce(masks)
+            return _mask(np.logical_and.reduce(masks))
         if isinstance(condition, AnyOf):
-            return np.logical_or.reduce(masks)
+            return _mask(np.logical_or.reduce(masks))
         raise TypeError(f"not a condition: {condition!r}")
 
 

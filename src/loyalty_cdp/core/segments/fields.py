@@ -69,7 +69,7 @@ class FieldCatalog:
     def parse(self, raw: Any, field: str) -> FieldPath:
         """The path written as ``raw`` at ``field``, or :class:`InvalidInput` naming it."""
         parts = _parts(raw, field)
-        namespace, keys = parts[0], parts[1:]
+        namespace, keys = parts[0], tuple(parts[1:])
         aggregate = None
         if keys and keys[-1].startswith("@"):
             aggregate, keys = keys[-1], keys[:-1]
@@ -92,7 +92,7 @@ class FieldCatalog:
             _check(signal_specimen(), keys, aggregate, "signals", field)
         elif namespace == "loyalty" and self._loyalty is not None:
             _check(self._loyalty, keys, aggregate, "loyalty", field)
-        return FieldPath(namespace, tuple(keys), aggregate, ".".join(parts))
+        return FieldPath(namespace, keys, aggregate, ".".join(parts))
 
 
 def _parts(raw: Any, field: str) -> list[str]:
