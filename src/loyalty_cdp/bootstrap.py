@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from loyalty_cdp.adapters.audit import AUDIT_DB, AuditLog
 from loyalty_cdp.adapters.eventlog.base import AppendResult, EventLog
 from loyalty_cdp.adapters.keystore import KeyStore
+from loyalty_cdp.adapters.privacy_requests import PrivacyRequestStore
 from loyalty_cdp.adapters.profilestore.base import ProfileStore
 from loyalty_cdp.adapters.scorestore import ScoreStore
+from loyalty_cdp.adapters.suppression import SuppressionList
 from loyalty_cdp.api.metrics import Metrics
 from loyalty_cdp.core.loyalty import LoyaltyEngine, ProgramBook
 from loyalty_cdp.services.appender import GroupCommitAppender
@@ -46,9 +49,19 @@ def open_program(settings: Settings) -> ProgramBook:
     return load_program(settings.program or retail_program_path())
 
 
-def open_processor(settings: Settings, event_log: EventLog, batch_size: int = 5_000) -> Processor:
+def open_processor(settings: Settings, event_log: EventLog, batch_size: int = 5_000,
+                   suppression: SuppressionList | None = None) -> Processor:
     return Processor(event_log, open_profile_store(settings), batch_size=batch_size,
-                     loyalty=LoyaltyEngine(open_program(settings)))
+                     loyalty=LoyaltyEngine(open_program(settings)),
+                     suppression=suppression or open_suppression(settings))
+
+
+def open_suppression(settings: Settings) -> SuppressionList:
+    return SuppressionList(settings.data_dir)
+
+
+def open_audit_log(settings: Settings) -> AuditLog:
+    return AuditLog(settings.data_dir / AUDIT_DB)
 
 
 def open_key_store(settings: Settings) -> KeyStore:
@@ -66,6 +79,9 @@ class Components:
     appender: GroupCommitAppender
     processor: Processor
     scores: ScoreStore
+    suppression: SuppressionList
+    privacy_requests: PrivacyRequestStore
+    audit: AuditLog
 
     async def start(self) -> None:
         self.appender.start()
@@ -76,6 +92,9 @@ class Components:
         self.processor.stop()
         self.processor.close()
         self.scores.close()
+        self.suppression.close()
+        self.privacy_requests.close()
+        self.audit.close()
         self.keys.close()
         self.event_log.close()
 
@@ -83,7 +102,8 @@ class Components:
 def build(settings: Settings, metrics: Metrics) -> Components:
     """Open the stores and wire the services. Call inside the server's event loop."""
     event_log = open_event_log(settings)
-    processor = open_processor(settings, event_log)
+    suppression = open_suppression(settings)
+    processor = open_processor(settings, event_log, suppression=suppression)
 
     def appended(result: AppendResult) -> None:
         metrics.record_append(result)
@@ -98,4 +118,5 @@ def build(settings: Settings, metrics: Metrics) -> Components:
         members=lambda: len(processor.view),
     )
     return Components(settings, event_log, open_key_store(settings), metrics, appender, processor,
-                      ScoreStore(settings.data_dir))
+                      ScoreStore(settings.data_dir), suppression,
+                      PrivacyRequestStore(settings.data_dir), open_audit_log(settings))

@@ -175,6 +175,20 @@ def test_reset_forgets_everything(store: ProfileStore) -> None:
     assert len(store.history("u-9")) == 1
 
 
+def test_erase_member_removes_exactly_that_member(store: ProfileStore, tmp_path: Path) -> None:
+    store.commit(BASELINE)
+    store.erase_member("u-1")
+    offset, identities, profiles = state(store)
+    assert offset == 40 and set(identities) == set(profiles) == {"anon:a-2"}
+    assert store.history("u-1") == [] and len(store.history("anon:a-2")) == 1
+    store.erase_member("nobody")  # erasing twice, or someone unknown, is harmless
+    if isinstance(store, SqliteProfileStore):
+        files = list((tmp_path / "data").glob("profiles.db*"))
+        assert files
+        for file in files:
+            assert b"profile one" not in file.read_bytes() and b"a@example.com" not in file.read_bytes()
+
+
 class Interrupting(Sequence[IdentityRecord]):
     """History records that call ``interrupt`` once the first has been read: the commit's
     earlier statements have run by then, so what follows is a failure part-way."""

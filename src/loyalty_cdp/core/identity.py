@@ -198,6 +198,18 @@ class IdentityGraph:
     def __len__(self) -> int:
         return len(self._members)
 
+    def remove(self, member_id: str) -> Member | None:
+        """Forget a member and every identifier it owns (erasure); returns what was removed."""
+        member = self._members.pop(member_id, None)
+        if member is None:
+            return None
+        for kind, values in member.identities.items():
+            for value in values:
+                key = identifier_key(kind, value)
+                if self._owner.get(key) is member:
+                    del self._owner[key]
+        return _copy(member)
+
     def member(self, member_id: str) -> Member | None:
         """A copy of one member, or None."""
         found = self._members.get(member_id)

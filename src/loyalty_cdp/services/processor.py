@@ -35,6 +35,15 @@ import msgspec
 
 from loyalty_cdp.adapters.eventlog.base import EventLog, StoredEvent
 from loyalty_cdp.adapters.profilestore.base import Changes, IdentityRecord, ProfileStore
+from loyalty_cdp.adapters.suppression import SuppressionList as Suppression
+from loyalty_cdp.core.consent import (
+    CONSENT_EVENT,
+    ConsentState,
+    consent_from_builtins,
+    consent_to_builtins,
+    fold_consent,
+    merge_consent,
+)
 from loyalty_cdp.core.events import normalise
 from loyalty_cdp.core.identifiers import (
     ANONYMOUS_ID,
@@ -87,8 +96,11 @@ ADVANCE_EVERY_S = 5.0  # how often due loyalty transitions are looked for
 
 class Processor:
     def __init__(self, event_log: EventLog, store: ProfileStore, rules: IdentityRules | None = None,
-                 batch_size: int = 5_000, loyalty: LoyaltyEngine | None = None) -> None:
+                 batch_size: int = 5_000, loyalty: LoyaltyEngine | None = None,
+                 suppression: Suppression | None = None) -> None:
         self._log = event_log
+        self._suppression = suppression
+        self._step_lock = threading.Lock()  # a batch, a transition run or an erasure: one at a time
         self._store = store
         self._rules = rules or IdentityRules()
         self._batch_size = batch_size
@@ -144,10 +156,11 @@ class Processor:
         advanced_at = 0.0
         while not self._stopping.is_set():
             try:
-                applied = self.step()
-                if not applied and time.monotonic() - advanced_at >= ADVANCE_EVERY_S:
-                    advanced_at = time.monotonic()
-                    self.advance_due(int(time.time() * 1000))
+                with self._step_lock:
+                    applied = self.step()
+                    if not applied and time.monotonic() - advanced_at >= ADVANCE_EVERY_S:
+                        advanced_at = time.monotonic()
+                        self.advance_due(int(time.time() * 1000))
             except Exception:  # a store outage must not kill the thread; the batch is retried
                 self.failures += 1
                 log.exception("processor step failed; retrying")
@@ -163,7 +176,10 @@ class Processor:
         stored = self._log.read(self.offset, self._batch_size)
         if not stored:
             return 0
-        self._horizon = stored[-1].offset
+        self._horizon = last_offset = stored[-1].offset
+        if self._suppression is not None and (dropped := self._suppression.suppressed(stored)):
+            # Events of an erased person that were already in flight when the erasure began.
+            stored = [e for i, e in enumerate(stored) if i not in dropped]
         events = [decode_event(e) for e in stored]
         resolution = self._graph.resolve(events)
         updated: dict[str, Profile] = {}
@@ -174,8 +190,10 @@ class Processor:
                 by_member[member_id].append(index)
         emitted: list[dict[str, Any]] = []
         for member_id, indices in by_member.items():
-            profile = fold(self._current(member_id, updated), [events[i] for i in indices],
-                           self._graph.member(member_id))
+            member_events = [events[i] for i in indices]
+            profile = fold(self._current(member_id, updated), member_events, self._graph.member(member_id))
+            if any(e.consent or e.event == CONSENT_EVENT for e in member_events):
+                profile.consent = consent_to_builtins(fold_consent(_consent(profile), member_events))
             if self.loyalty is not None and member_id not in rebuild:
                 emitted += self.loyalty.apply(profile, [stored[i] for i in indices])
             updated[member_id] = profile
@@ -187,7 +205,6 @@ class Processor:
         members = [m for m in (self._graph.member(mid) for mid in resolution.changed) if m is not None]
         self._emit(emitted)
         encoded = {member_id: _encode(profile) for member_id, profile in updated.items()}
-        last_offset = stored[-1].offset
         self._store.commit(Changes(
             offset=last_offset, members=members, removed_members=list(resolution.renamed),
             profiles=encoded, removed_profiles=removed, renamed=resolution.renamed,
@@ -262,6 +279,8 @@ class Processor:
                     updated[new_id] = merge_profiles(target, old, member)
                 except Conflict:
                     updated[new_id] = self._rebuild(member)
+                if old.consent:
+                    updated[new_id].consent = consent_to_builtins(merge_consent(_consent(target), _consent(old)))
             # Events the absorbed profile held (anonymous browsing, wishlists, a purchase before
             # login) now belong to the member: its loyalty state is rebuilt from the whole history,
             # as a replay of the log would build it.
@@ -275,6 +294,30 @@ class Processor:
         events = [decode_event(e) for e in stored if e.offset <= self.offset]  # this batch is folded next
         return fold(None, events, member)
 
+    def erase_member(self, member_id: str) -> Member | None:
+        """Erase a member from the event log, the profile store and the in-memory view and graph.
+
+        Runs between batches (it takes the processor's step lock), so no batch is half-way
+        through the member. Add the person's identifiers to the suppression list first, so that
+        nothing new arrives for them. Returns the member's identities as they were, or None.
+        """
+        with self._step_lock:
+            member = self._graph.member(member_id)
+            if member is None:
+                return None
+            self._log.delete_member(member.identities.get(USER_ID, []), member.identities.get(ANONYMOUS_ID, []))
+            self._store.erase_member(member_id)
+            self._graph.remove(member_id)
+            self.view.profiles.pop(member_id, None)
+            for kind, values in member.identities.items():
+                for value in values:
+                    key = identifier_key(kind, value)
+                    if self.view.owner.get(key) == member_id:
+                        del self.view.owner[key]
+            if self.loyalty is not None:
+                self.loyalty.forget(member_id)
+            return member
+
     def _member_history(self, profile: Profile) -> list[StoredEvent]:
         """The member's events already in the log as of the batch being processed."""
         stored = self._log.read_member(profile.identities.get(USER_ID, []), profile.identities.get(ANONYMOUS_ID, []))
@@ -284,6 +327,10 @@ class Processor:
         for kind, values in member.identities.items():
             for value in values:
                 self.view.owner[identifier_key(kind, value)] = member.id
+
+
+def _consent(profile: Profile) -> ConsentState:
+    return consent_from_builtins(profile.consent) if profile.consent else ConsentState(purposes={})
 
 
 def _history(resolution: Resolution, events: list[DecodedEvent]) -> list[IdentityRecord]:

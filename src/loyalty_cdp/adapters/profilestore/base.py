@@ -71,6 +71,12 @@ class ProfileStore(Protocol):
         """Every (member id, encoded profile), for batch jobs that scan all members."""
         ...
 
+    def erase_member(self, member_id: str) -> None:
+        """Delete one member's identities, profile and identity history in one transaction, so
+        that no reader can find them afterwards and the storage engine's free pages and logs
+        keep none of it (erasure)."""
+        ...
+
     def reset(self) -> None:
         """Forget everything (offset back to 0): ``loyalty-cdp replay`` starts here."""
         ...

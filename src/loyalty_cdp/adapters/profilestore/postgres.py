@@ -176,6 +176,22 @@ class PostgresProfileStore:
             rows = cursor.execute("SELECT member_id, state FROM member_profiles ORDER BY member_id").fetchall()
         yield from rows
 
+    def erase_member(self, member_id: str) -> None:
+        """Delete in one transaction, then VACUUM the three tables so the dead rows leave the heap."""
+        with self._lock, _storage_errors("erasure failed"):
+            conn = self._connection()
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (COMMIT_LOCK,))
+                conn.execute("DELETE FROM member_identities WHERE member_id = %s", (member_id,))
+                conn.execute("DELETE FROM member_profiles WHERE member_id = %s", (member_id,))
+                conn.execute("DELETE FROM identity_history WHERE member_id = %s", (member_id,))
+            autocommit = conn.autocommit
+            conn.autocommit = True
+            try:
+                conn.execute("VACUUM member_identities, member_profiles, identity_history")
+            finally:
+                conn.autocommit = autocommit
+
     def reset(self) -> None:
         """Empty every table (TRUNCATE: the space is freed at once) and set the offset to 0."""
         with self._lock, _storage_errors("reset failed"):

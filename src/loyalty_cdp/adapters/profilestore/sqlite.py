@@ -117,6 +117,15 @@ class SqliteProfileStore:
             rows = self._db.execute("SELECT member_id, state FROM profiles ORDER BY member_id").fetchall()
         yield from rows
 
+    def erase_member(self, member_id: str) -> None:
+        with self._lock:
+            with self._write_transaction():
+                self._db.execute("DELETE FROM members WHERE member_id = ?", (member_id,))
+                self._db.execute("DELETE FROM profiles WHERE member_id = ?", (member_id,))
+                self._db.execute("DELETE FROM identity_history WHERE member_id = ?", (member_id,))
+            with self._storage_errors():  # secure_delete zeroed the pages; this empties the WAL
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
     def reset(self) -> None:
         with self._lock:
             with self._write_transaction():
