@@ -44,7 +44,8 @@ def test_message(config: DestinationConfig, recipient: str | None, now_ms: int) 
 
 async def _send_once(destination: Destination, message: OutboundMessage, timeout_s: float) -> Receipt:
     try:
-        return await asyncio.wait_for(destination.send(message, int(time.time() * 1000)), timeout_s)
+        async with asyncio.timeout(timeout_s):
+            return await destination.send(message, int(time.time() * 1000))
     except TimeoutError:
         raise SendFailure(f"timed out after {timeout_s:g}s") from None
     finally:

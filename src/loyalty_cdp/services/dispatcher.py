@@ -165,8 +165,10 @@ class LaneStats:
 
 
 async def _wait(event: asyncio.Event, seconds: float) -> None:
+    """Until ``event`` is set or ``seconds`` pass (``asyncio.timeout``: ``wait_for`` can swallow a cancellation)."""
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(event.wait(), max(seconds, 0.0))
+        async with asyncio.timeout(max(seconds, 0.0)):
+            await event.wait()
 
 
 class _Lane:
@@ -206,7 +208,7 @@ class _Lane:
 
     async def _feed(self) -> None:
         outbox, lease_ms, poll = self.d.outbox, int(self.policy.lease_s * 1000), self.policy.poll_s
-        while True:
+        while not self.closing:
             self.wake.clear()
             room = self.queue.maxsize - self.queue.qsize()
             claimed: list[Pending] = []
@@ -271,8 +273,8 @@ class _Lane:
         await self._gate()
         started = time.monotonic()
         try:
-            send = self.destination.send(message, self.d.now_ms())
-            receipt = await asyncio.wait_for(send, self.policy.timeout_s)
+            async with asyncio.timeout(self.policy.timeout_s):
+                receipt = await self.destination.send(message, self.d.now_ms())
         except Suppressed as exc:
             self.breaker.no_verdict()
             await self._suppress(pending, exc.reason)
