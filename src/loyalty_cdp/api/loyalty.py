@@ -124,6 +124,8 @@ async def adjust(request: Request, user_id: str) -> Response:
     }
     await components.appender.submit([normalise(call, call_type=None, received_at=now,
                                                 default_message_id=call["messageId"])])
+    components.audit.append(f"key:{actor.key_id}", "ledger.adjusted", f"adjustment:{key}",
+                            {"points": body.points, "reason": body.reason.strip()[:200]})
     return json_response({"success": True, "adjustment_id": key, "points": body.points,
                           "message_id": call["messageId"]}, 202)
 

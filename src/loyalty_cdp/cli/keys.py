@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from loyalty_cdp.adapters.keystore import parse_scopes
-from loyalty_cdp.bootstrap import open_key_store
+from loyalty_cdp.bootstrap import open_audit_log, open_key_store
 from loyalty_cdp.settings import Settings
 
 app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
@@ -29,12 +29,23 @@ def create(
 ) -> None:
     """Print a new API key, and only the key, on stdout."""
     wanted = parse_scopes(scopes)
-    store = open_key_store(Settings.from_env(data_dir=data_dir))
+    settings = Settings.from_env(data_dir=data_dir)
+    store = open_key_store(settings)
     try:
-        key, _ = store.create(wanted)
+        key, record = store.create(wanted)
     finally:
         store.close()
+    _audit(settings, "key.created", record.key_id, {"scopes": sorted(wanted)})
     typer.echo(key)
+
+
+def _audit(settings: Settings, action: str, key_id: str, details: dict[str, object] | None = None) -> None:
+    """Key management is audited; the actor is the operator at the command line."""
+    audit = open_audit_log(settings)
+    try:
+        audit.append("cli", action, f"key:{key_id}", details)
+    finally:
+        audit.close()
 
 
 @app.command("list")
@@ -55,9 +66,11 @@ def list_keys(data_dir: Path | None = DataDir) -> None:
 def revoke(key_id: str = typer.Argument(..., help="The key_id shown by `keys list`."),
            data_dir: Path | None = DataDir) -> None:
     """Revoke a key; a running server refuses it from its next request."""
-    store = open_key_store(Settings.from_env(data_dir=data_dir))
+    settings = Settings.from_env(data_dir=data_dir)
+    store = open_key_store(settings)
     try:
         store.revoke(key_id)
     finally:
         store.close()
+    _audit(settings, "key.revoked", key_id)
     typer.echo(f"revoked {key_id}")
