@@ -399,6 +399,7 @@ class Dispatcher:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox")
         self._lanes: dict[str, _Lane] = {}
         self._pump: asyncio.Task[None] | None = None
+        self._closing = False
         self.status_wake = asyncio.Event()
 
     def now_ms(self) -> int:
@@ -445,45 +446,43 @@ class Dispatcher:
         return moved
 
     async def _pump_status(self) -> None:
+        """Hand status events to ``on_status`` until closing and none are left; acknowledge after each batch."""
         while True:
             self.status_wake.clear()
             backlog = await self.io(self.outbox.status_backlog, STATUS_BATCH)
-            if backlog:
-                try:
-                    result = self.on_status([event for _, event in backlog])
-                    if inspect.isawaitable(result):
-                        await result
-                except Exception:
-                    log.exception("status events could not be handed over; retrying in 1 s")
-                    await asyncio.sleep(1.0)
-                    continue
-                await self.io(self.outbox.acknowledge_status, backlog[-1][0])
-                if len(backlog) == STATUS_BATCH:
-                    continue
-            await _wait(self.status_wake, 1.0)
-
-    async def close(self, drain_timeout_s: float = 5.0) -> None:
-        """Stop every lane, release the leases of unfinished messages, flush status events."""
-        per_lane = await asyncio.gather(*(lane.close(drain_timeout_s) for lane in self._lanes.values()))
-        unfinished = [message_id for ids in per_lane for message_id in ids]
-        if unfinished:  # due again at the next start (a send cut off mid-way is sent again: at least once)
-            await self.io(self.outbox.release, unfinished)
-        if self._pump is not None:
-            self._pump.cancel()
-            await asyncio.gather(self._pump, return_exceptions=True)
-            self._pump = None
-            await self._flush_status()
-        for destination, _ in self.routes:
-            await destination.aclose()
-        self._executor.shutdown(wait=True)
-
-    async def _flush_status(self) -> None:
-        while backlog := await self.io(self.outbox.status_backlog, STATUS_BATCH):
+            if not backlog:
+                if self._closing:
+                    return
+                await _wait(self.status_wake, 1.0)
+                continue
             try:
                 result = self.on_status([event for _, event in backlog])
                 if inspect.isawaitable(result):
                     await result
             except Exception:
-                log.exception("status events kept in the outbox for the next start")
-                return
+                if self._closing:
+                    log.exception("status events kept in the outbox for the next start")
+                    return
+                log.exception("status events could not be handed over; retrying in 1 s")
+                await asyncio.sleep(1.0)
+                continue
             await self.io(self.outbox.acknowledge_status, backlog[-1][0])
+
+    async def close(self, drain_timeout_s: float = 5.0) -> None:
+        """Stop every lane, release the leases of unfinished messages, hand over the last status events."""
+        per_lane = await asyncio.gather(*(lane.close(drain_timeout_s) for lane in self._lanes.values()))
+        unfinished = [message_id for ids in per_lane for message_id in ids]
+        if unfinished:  # due again at the next start (a send cut off mid-way is sent again: at least once)
+            await self.io(self.outbox.release, unfinished)
+        self._closing = True
+        self.status_wake.set()
+        if self._pump is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(drain_timeout_s):
+                    await asyncio.shield(self._pump)
+            self._pump.cancel()
+            await asyncio.gather(self._pump, return_exceptions=True)
+            self._pump = None
+        for destination, _ in self.routes:
+            await destination.aclose()
+        self._executor.shutdown(wait=True)

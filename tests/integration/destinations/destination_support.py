@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TypeVar
 
 import pytest
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from loyalty_cdp.adapters.destinations.base import DeliveryPolicy
 from loyalty_cdp.core.events import Event
@@ -95,6 +95,13 @@ class MailRecorder:
     def __init__(self) -> None:
         self.envelopes: list[Envelope] = []
         self.refuse: set[str] = set()
+        self.logins: list[tuple[str, bool]] = []
+
+    def authenticate(self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any) -> AuthResult:
+        """Accepts ``mailer`` / ``s3cret`` only (the authenticator of the STARTTLS server)."""
+        ok = isinstance(data, LoginPassword) and (data.login, data.password) == (b"mailer", b"s3cret")
+        self.logins.append((data.login.decode() if isinstance(data, LoginPassword) else "", ok))
+        return AuthResult(success=ok, handled=False)
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]

@@ -14,7 +14,8 @@ destination's own threads (one per concurrent send), each keeping its connection
 the next message.
 
 Outcomes: a 5xx refusal of the recipient is a bounce; other 5xx answers are permanent
-failures; 4xx answers, disconnects, timeouts and TLS or AUTH errors are transient.
+failures, except those that say TLS or AUTH is required or refused (our configuration: fixing
+it lets the retries through); 4xx answers, disconnects and timeouts are transient.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ Security = Literal["none", "starttls", "tls"]
 DEFAULT_PORTS: Mapping[str, int] = {"none": 25, "starttls": 587, "tls": 465}
 HOST_VARIABLE = "LOYALTY_CDP_SMTP_HOST"
 PORT_VARIABLE = "LOYALTY_CDP_SMTP_PORT"
+CONFIGURATION_CODES = frozenset({530, 534, 535, 538})
 
 
 class SmtpSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -158,7 +160,8 @@ def _failure(exc: OSError) -> Exception:
         return PermanentFailure(text, bounced=True) if code >= 500 else TransientFailure(text)
     if isinstance(exc, smtplib.SMTPResponseException):
         text = f"SMTP {exc.smtp_code} {_text(exc.smtp_error)}"[:300]
-        permanent = exc.smtp_code >= 500 and not isinstance(exc, smtplib.SMTPAuthenticationError)
+        # 530/534/535/538 (TLS or AUTH required or refused) are our configuration, not the message: retry.
+        permanent = exc.smtp_code >= 500 and exc.smtp_code not in CONFIGURATION_CODES
         return PermanentFailure(text) if permanent else TransientFailure(text)
     return TransientFailure(f"{type(exc).__name__}: {exc}"[:300])
 
