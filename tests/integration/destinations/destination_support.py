@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import threading
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TypeVar
+from urllib.parse import parse_qs
 
 import pytest
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
@@ -159,3 +162,47 @@ async def eventually(condition: Callable[[], bool], timeout_s: float = 5.0, what
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout_s}s waiting for {what}")
         await asyncio.sleep(0.01)
+
+
+ACCOUNT_SID = "AC0123456789abcdef0123456789abcdef"
+AUTH_TOKEN = "twilio-auth-token"
+API_KEY_SID = "SK0123456789abcdef0123456789abcdef"
+MEMBER_PHONE = "+14155550123"
+SHOP_PHONE = "+14155550100"
+
+
+class TwilioDouble:
+    """Answers like Twilio's Messages API, and lists every way a request departs from its documented shape."""
+
+    def __init__(self, username: str, password: str) -> None:
+        self.problems: list[str] = []
+        self.forms: list[dict[str, str]] = []
+        self.expected_auth = "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
+        self.answer_error: tuple[int, dict] | None = None
+
+    def __call__(self, request: Request) -> tuple[int, dict[str, str], bytes]:
+        problems = []
+        if request.method != "POST" or request.path != f"/2010-04-01/Accounts/{ACCOUNT_SID}/Messages.json":
+            problems.append(f"{request.method} {request.path}")
+        if request.headers.get("authorization") != self.expected_auth:
+            problems.append(f"authorization {request.headers.get('authorization')}")
+        if request.headers.get("content-type") != "application/x-www-form-urlencoded":
+            problems.append(f"content-type {request.headers.get('content-type')}")
+        fields = parse_qs(request.body.decode("utf-8"), keep_blank_values=True, strict_parsing=True)
+        if any(len(values) != 1 for values in fields.values()):
+            problems.append("repeated fields")
+        form = {key: values[0] for key, values in fields.items()}
+        senders = {"From", "MessagingServiceSid"} & set(form)
+        if len(senders) != 1 or not {"To", "Body"} <= set(form) or set(form) - {"To", "Body", "StatusCallback", *senders}:
+            problems.append(f"fields {sorted(form)}")
+        if problems:
+            self.problems.extend(problems)
+            return 400, {}, json.dumps({"code": 20001, "message": "; ".join(problems), "status": 400}).encode()
+        self.forms.append(form)
+        if self.answer_error is not None:
+            status, detail = self.answer_error
+            return status, {}, json.dumps(detail).encode()
+        sid = f"SM{len(self.forms):032x}"
+        answer = {"sid": sid, "status": "queued", "to": form["To"], "from": form.get("From"), "body": form["Body"],
+                  "account_sid": ACCOUNT_SID, "num_segments": "1"}
+        return 201, {}, json.dumps(answer).encode()
