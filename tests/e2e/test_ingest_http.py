@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -15,9 +16,10 @@ from loyalty_cdp.testing import ServerProcess
 
 
 def stored(server: ServerProcess) -> list[dict]:
+    """What clients stored (the loyalty engine's own events, channel "loyalty", left out)."""
     log = SqliteEventLog(server.data_dir / "events.db")
     try:
-        return [msgspec.json.decode(e.body) for e in log.read(0, 100_000)]
+        return [msgspec.json.decode(e.body) for e in log.read(0, 100_000) if e.channel != "loyalty"]
     finally:
         log.close()
 
@@ -151,12 +153,22 @@ MALFORMED = [
 ]
 
 
+@pytest.fixture(scope="module")
+def quiet_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, httpx.Client]]:
+    """One server for the whole malformed suite: every case must leave its log empty, so a case
+    that stored anything would show in its own assertion and in every later one."""
+    with ServerProcess(tmp_path_factory.mktemp("malformed") / "data") as server, \
+            httpx.Client(base_url=server.url, auth=(server.create_key("ingest"), ""), timeout=10) as client:
+        yield server, client
+
+
 @pytest.mark.parametrize(("name", "path", "body", "headers", "status", "field"), MALFORMED,
                          ids=[m[0] for m in MALFORMED])
 def test_malformed_input_gets_a_clear_4xx_and_changes_nothing(
-    client: httpx.Client, server: ServerProcess,
+    quiet_server: tuple[ServerProcess, httpx.Client],
     name: str, path: str, body: bytes, headers: dict, status: int, field: str,
 ) -> None:
+    server, client = quiet_server
     response = client.post(path, content=body, headers={"Content-Type": "application/json", **headers})
     assert response.status_code == status, response.text
     payload = response.json()
