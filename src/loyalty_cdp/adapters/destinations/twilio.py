@@ -59,16 +59,31 @@ UNDELIVERABLE_CODES = frozenset({30003, 30005, 30006})  # unreachable, unknown o
 
 
 class QuietHours(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """No SMS from ``start`` to ``end`` (local ``HH:MM``; may wrap midnight) in the recipient's zone."""
+    """No SMS from ``start`` to ``end`` (local ``HH:MM``; may wrap midnight) in the recipient's zone.
 
-    start: str = "21:00"
-    end: str = "08:00"
+    YAML 1.1 reads an unquoted ``21:00`` as the base-60 integer 1260; such integers are read
+    back as the time they were written as. (Errors are ValueErrors so that msgspec reports
+    them with their path in the configuration.)
+    """
+
+    start: str | int = "21:00"
+    end: str | int = "08:00"
     default_timezone: str = "UTC"
 
     def __post_init__(self) -> None:
         for field in ("start", "end"):
-            _clock_time(getattr(self, field), field)
-        _zone(self.default_timezone, "default_timezone")
+            try:
+                clock_time(getattr(self, field), field)
+            except InvalidInput as exc:
+                raise ValueError(f"{field} {exc.reason}") from None
+        try:
+            ZoneInfo(self.default_timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"default_timezone {self.default_timezone!r} is not an IANA time zone") from None
+
+    @property
+    def period(self) -> tuple[time, time]:
+        return clock_time(self.start, "start"), clock_time(self.end, "end")
 
 
 class TwilioSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -84,18 +99,14 @@ class TwilioSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     quiet_hours: QuietHours | None = None
 
 
-def _clock_time(text: str, field: str) -> time:
+def clock_time(value: str | int, field: str) -> time:
+    """``"21:00"`` (or YAML's base-60 reading of it, 1260) as a time of day."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 24 * 60:
+        return time(value // 60, value % 60)
     try:
-        return time.fromisoformat(text)
+        return time.fromisoformat(str(value))
     except ValueError:
-        raise InvalidInput(field, f"must be a time such as 21:00, got {text!r}") from None
-
-
-def _zone(name: str, field: str) -> ZoneInfo:
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise InvalidInput(field, f"{name!r} is not an IANA time zone") from None
+        raise InvalidInput(field, f"must be a time such as 21:00, got {value!r}") from None
 
 
 def inbound_keyword(body: str) -> str | None:
@@ -255,8 +266,7 @@ class TwilioDestination:
             raise Suppressed("the recipient texted STOP")
         if self._quiet is not None:
             zone = recipient_zone(message, self._quiet.default_timezone)
-            start, end = _clock_time(self._quiet.start, "start"), _clock_time(self._quiet.end, "end")
-            until = quiet_hours_end(now_ms, zone, start, end)
+            until = quiet_hours_end(now_ms, zone, *self._quiet.period)
             if until is not None:
                 raise Deferred(f"quiet hours in {zone.key}", until)
         response = await post(
