@@ -187,7 +187,8 @@ class _Lane:
         self.bucket = None if rate is None else TokenBucket(rate, policy.burst or policy.concurrency)
         self.stats = LaneStats()
         self.feeder: asyncio.Task[None] | None = None
-        self.workers: dict[asyncio.Task[None], bool] = {}  # task -> busy sending
+        self.workers: list[asyncio.Task[None]] = []
+        self.busy: list[bool] = []  # per worker: sending right now
         self.closing = False
         self._backlog_sampled = 0.0
 
@@ -195,7 +196,8 @@ class _Lane:
         loop = asyncio.get_running_loop()
         self.feeder = loop.create_task(self._feed(), name=f"feed-{self.name}")
         for index in range(self.policy.concurrency):
-            self.workers[loop.create_task(self._work(), name=f"send-{self.name}-{index}")] = False
+            self.busy.append(False)
+            self.workers.append(loop.create_task(self._work(index), name=f"send-{self.name}-{index}"))
 
     def _signal(self) -> None:
         self.resume.set()
@@ -207,39 +209,46 @@ class _Lane:
         self.stats.breaker_state = self.breaker.state
 
     async def _feed(self) -> None:
-        outbox, lease_ms, poll = self.d.outbox, int(self.policy.lease_s * 1000), self.policy.poll_s
         while not self.closing:
             self.wake.clear()
-            room = self.queue.maxsize - self.queue.qsize()
-            claimed: list[Pending] = []
-            if room > 0:
-                claimed = await self.d.io(outbox.claim, self.name, self.d.now_ms(), room, lease_ms)
-                for pending in claimed:
-                    if pending.message.message_id not in self.held:
-                        self.held.add(pending.message.message_id)
-                        self.queue.put_nowait(pending)
-                self._track_depth()
-            if time.monotonic() - self._backlog_sampled >= 1.0:
-                self._backlog_sampled = time.monotonic()
-                self.stats.backlog = await self.d.io(outbox.pending, self.name)
-            if room <= 0 or len(claimed) == room:
-                await _wait(self.wake, poll)  # full: a worker wakes us when there is room
-                continue
-            due = await self.d.io(outbox.next_due_at, self.name)
-            delay = poll if due is None else min(poll, (due - self.d.now_ms()) / 1000)
+            try:
+                delay = await self._refill()
+            except Exception:  # the outbox failed: the lane keeps what it holds and looks again
+                log.exception("lane %s cannot read the outbox", self.name)
+                delay = self.policy.poll_s
             await _wait(self.wake, delay)
 
-    async def _work(self) -> None:
-        me = asyncio.current_task()
-        assert me is not None
+    async def _refill(self) -> float:
+        """Claim as many due messages as the queue has room for; returns how long to wait before looking again."""
+        outbox, poll = self.d.outbox, self.policy.poll_s
+        room = self.queue.maxsize - self.queue.qsize()
+        claimed: list[Pending] = []
+        if room > 0:
+            claimed = await self.d.io(outbox.claim, self.name, self.d.now_ms(), room, int(self.policy.lease_s * 1000))
+            for pending in claimed:
+                if pending.message.message_id not in self.held:
+                    self.held.add(pending.message.message_id)
+                    self.queue.put_nowait(pending)
+            self._track_depth()
+        if time.monotonic() - self._backlog_sampled >= 1.0:
+            self._backlog_sampled = time.monotonic()
+            self.stats.backlog = await self.d.io(outbox.pending, self.name)
+        if room <= 0 or len(claimed) == room:
+            return poll  # full: a worker wakes the feeder when there is room
+        due = await self.d.io(outbox.next_due_at, self.name)
+        return poll if due is None else min(poll, (due - self.d.now_ms()) / 1000)
+
+    async def _work(self, index: int) -> None:
         while not self.closing:
             pending = await self.queue.get()
-            self.workers[me] = True
+            self.busy[index] = True
             self.stats.in_flight += 1
             try:
                 await self._attempt(pending)
+            except Exception:  # the outcome could not be recorded: the lease runs out and it is sent again
+                log.exception("lane %s could not record the outcome of %s", self.name, pending.message.message_id)
             finally:
-                self.workers[me] = False
+                self.busy[index] = False
                 self.stats.in_flight -= 1
                 self.held.discard(pending.message.message_id)
                 self._track_depth()
@@ -352,11 +361,11 @@ class _Lane:
     async def close(self, drain_timeout_s: float) -> list[str]:
         """Stop; let sends in flight finish for up to ``drain_timeout_s``; returns the ids left unfinished."""
         self.closing = True
-        tasks = [self.feeder, *(task for task, busy in self.workers.items() if not busy)]
-        for task in tasks:
+        idle = [task for task, busy in zip(self.workers, self.busy, strict=True) if not busy]
+        for task in (self.feeder, *idle):
             if task is not None:
                 task.cancel()
-        busy = [task for task, is_busy in self.workers.items() if is_busy]
+        busy = [task for task, is_busy in zip(self.workers, self.busy, strict=True) if is_busy]
         if busy:
             await asyncio.wait(busy, timeout=drain_timeout_s)
         unfinished = sorted(self.held)
@@ -449,7 +458,12 @@ class Dispatcher:
         """Hand status events to ``on_status`` until closing and none are left; acknowledge after each batch."""
         while True:
             self.status_wake.clear()
-            backlog = await self.io(self.outbox.status_backlog, STATUS_BATCH)
+            try:
+                backlog = await self.io(self.outbox.status_backlog, STATUS_BATCH)
+            except Exception:
+                log.exception("status events cannot be read from the outbox; retrying in 1 s")
+                await _wait(self.status_wake, 1.0)
+                continue
             if not backlog:
                 if self._closing:
                     return
@@ -466,7 +480,10 @@ class Dispatcher:
                 log.exception("status events could not be handed over; retrying in 1 s")
                 await asyncio.sleep(1.0)
                 continue
-            await self.io(self.outbox.acknowledge_status, backlog[-1][0])
+            try:
+                await self.io(self.outbox.acknowledge_status, backlog[-1][0])
+            except Exception:  # they are handed over again; their messageIds make the event log keep one copy
+                log.exception("status events could not be acknowledged")
 
     async def close(self, drain_timeout_s: float = 5.0) -> None:
         """Stop every lane, release the leases of unfinished messages, hand over the last status events."""

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from loyalty_cdp.adapters.destinations.webhook import WebhookDestination
 from loyalty_cdp.adapters.outbox import Outbox, create_schema, stage
 from loyalty_cdp.core.messages import MESSAGE_SENT, status_event
-from loyalty_cdp.errors import InvalidInput
+from loyalty_cdp.errors import InvalidInput, StorageUnavailable
 from loyalty_cdp.services.dispatcher import Dispatcher
 
 
@@ -155,3 +155,33 @@ def test_every_message_is_in_exactly_one_place(tmp_path_factory, steps) -> None:
     outbox.close()
     assert set().union(*places.values()) == staged
     assert sum(len(ids) for ids in places.values()) == len(staged)
+
+
+def test_a_lost_outcome_record_means_a_resend_with_the_same_key_not_a_dead_lane(tmp_path: Path, make_sink) -> None:
+    sink = make_sink()
+    status = StatusLog()
+    outbox = Outbox(tmp_path / "outbox.db")
+    record_outcome = outbox.finish
+    failures = [StorageUnavailable("disk full")]
+
+    def finish_failing_once(*args, **kwargs) -> None:
+        if failures:
+            raise failures.pop()
+        record_outcome(*args, **kwargs)
+
+    outbox.finish = finish_failing_once  # type: ignore[method-assign]
+
+    async def scenario() -> None:
+        destination = WebhookDestination("hook", sink.url, "secret", allow_networks=["127.0.0.1/32"])
+        dispatcher = Dispatcher(outbox, [(destination, fast_policy(concurrency=1, lease_s=0.4))], on_status=status,
+                                consent_of=lambda u: {})
+        await dispatcher.start()
+        await dispatcher.enqueue([hook_message("m-1")])
+        await eventually(lambda: len(status.named(MESSAGE_SENT)) == 1, what="the resend after the lease")
+        await dispatcher.enqueue([hook_message("m-2")])
+        await eventually(lambda: len(status.named(MESSAGE_SENT)) == 2, what="the next message")
+        await dispatcher.close()
+
+    run(scenario())
+    outbox.close()
+    assert [r.headers["idempotency-key"] for r in sink.requests] == ["m-1", "m-1", "m-2"]
