@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from bisect import bisect_right, insort
 from collections.abc import Iterable
+from functools import lru_cache
 from typing import Any
 
 import msgspec
@@ -46,12 +47,17 @@ class CountSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     @property
     def key(self) -> str:
         """The spec without its window: specs that differ only in days share their events."""
-        filters = [f"{name}={getattr(self, name)}" for name in (*LINE_FILTERS, "channel") if getattr(self, name)]
-        return "|".join([self.event, *filters])
+        return _key(self)
 
     @property
     def filtered(self) -> bool:
         return any(getattr(self, name) for name in (*LINE_FILTERS, "channel"))
+
+
+@lru_cache(maxsize=1024)
+def _key(spec: CountSpec) -> str:
+    filters = [f"{name}={getattr(spec, name)}" for name in (*LINE_FILTERS, "channel") if getattr(spec, name)]
+    return "|".join([spec.event, *filters])
 
 
 def label(value: Any) -> str | None:
@@ -77,6 +83,7 @@ def parse_count(raw: Any, field: str) -> CountSpec:
     return msgspec.structs.replace(spec, **cleaned, channel=channel)
 
 
+@lru_cache(maxsize=1024)
 def served_by_profile(spec: CountSpec) -> bool:
     """Whether the profile fold already keeps what ``spec`` counts."""
     if spec.filtered:
