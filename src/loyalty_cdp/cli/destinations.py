@@ -7,15 +7,18 @@ import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
-from loyalty_cdp.adapters.destinations.base import Destination, Receipt, SendFailure
-from loyalty_cdp.adapters.destinations.config import DestinationConfig, find_destination, load_destinations
-from loyalty_cdp.adapters.outbox import OUTBOX_FILE, Outbox
-from loyalty_cdp.core.messages import EMAIL, PUSH, SMS, OutboundMessage
 from loyalty_cdp.errors import InvalidInput
 from loyalty_cdp.settings import Settings
+
+if TYPE_CHECKING:  # the destination modules (httpx, phonenumbers) load only when a command runs
+    from loyalty_cdp.adapters.destinations.base import Destination, Receipt
+    from loyalty_cdp.adapters.destinations.config import DestinationConfig
+    from loyalty_cdp.adapters.outbox import Outbox
+    from loyalty_cdp.core.messages import OutboundMessage
 
 app = typer.Typer(help="Check and operate the destinations declared in the program file.", no_args_is_help=True)
 
@@ -24,6 +27,7 @@ DataDir = typer.Option(None, "--data-dir", help="Data directory (default ./data 
 
 
 def _configs(config: Path | None) -> list[DestinationConfig]:
+    from loyalty_cdp.adapters.destinations.config import load_destinations
     from loyalty_cdp.programs import retail_program_path
 
     return load_destinations(config or retail_program_path())
@@ -31,6 +35,8 @@ def _configs(config: Path | None) -> list[DestinationConfig]:
 
 def test_message(config: DestinationConfig, recipient: str | None, now_ms: int) -> OutboundMessage:
     """A short message that names itself as a test, for the destination's channel."""
+    from loyalty_cdp.core.messages import EMAIL, PUSH, SMS, OutboundMessage
+
     if config.channel in (EMAIL, SMS, PUSH) and not recipient:
         kind = {EMAIL: "an email address", SMS: "an E.164 phone number", PUSH: "a device token"}[config.channel]
         raise InvalidInput("--to", f"a {config.type} test needs a recipient: {kind}")
@@ -43,6 +49,8 @@ def test_message(config: DestinationConfig, recipient: str | None, now_ms: int) 
 
 
 async def _send_once(destination: Destination, message: OutboundMessage, timeout_s: float) -> Receipt:
+    from loyalty_cdp.adapters.destinations.base import SendFailure
+
     try:
         async with asyncio.timeout(timeout_s):
             return await destination.send(message, int(time.time() * 1000))
@@ -67,6 +75,8 @@ def test_destination(
     data_dir: Path | None = DataDir,
 ) -> None:
     """Send one test message through NAME now (no outbox, no consent check) and print the outcome."""
+    from loyalty_cdp.adapters.destinations.base import SendFailure
+    from loyalty_cdp.adapters.destinations.config import find_destination
     from loyalty_cdp.adapters.destinations.factory import open_audience, open_destination
 
     settings = Settings.from_env(data_dir=data_dir)
@@ -87,6 +97,12 @@ def test_destination(
     typer.echo(f"{name}: sent {message.message_id}{provider}")
 
 
+def _outbox(data_dir: Path | None) -> Outbox:
+    from loyalty_cdp.adapters.outbox import OUTBOX_FILE, Outbox
+
+    return Outbox(Settings.from_env(data_dir=data_dir).data_dir / OUTBOX_FILE)
+
+
 @app.command("dead-letters")
 def dead_letters(
     name: str | None = typer.Argument(None, help="Only this destination's dead letters."),
@@ -94,7 +110,7 @@ def dead_letters(
     data_dir: Path | None = DataDir,
 ) -> None:
     """List messages that gave up, with the reason and the number of attempts."""
-    outbox = Outbox(Settings.from_env(data_dir=data_dir).data_dir / OUTBOX_FILE)
+    outbox = _outbox(data_dir)
     try:
         letters = outbox.dead_letters(name, limit)
     finally:
@@ -112,7 +128,7 @@ def replay(
     data_dir: Path | None = DataDir,
 ) -> None:
     """Put dead letters back in the outbox; a running server sends them within a second."""
-    outbox = Outbox(Settings.from_env(data_dir=data_dir).data_dir / OUTBOX_FILE)
+    outbox = _outbox(data_dir)
     try:
         moved = outbox.replay(int(time.time() * 1000), name, message_ids or None)
     finally:
