@@ -95,7 +95,7 @@ members = st.lists(
 )
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(before=members, after=members, opted_out=st.sets(st.sampled_from(["a", "b", "c", "d", "e", "f"])))
 def test_deltas_replay_to_the_full_list_and_opt_outs_never_appear(before, after, opted_out, tmp_path_factory) -> None:
     target = DirectoryTarget(tmp_path_factory.mktemp("audience"))

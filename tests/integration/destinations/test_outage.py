@@ -14,12 +14,14 @@ from pathlib import Path
 
 import pytest
 from destination_support import HttpSink, Request, StatusLog, eventually, fast_policy, message, run
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from loyalty_cdp.adapters.destinations.base import DeliveryPolicy
 from loyalty_cdp.adapters.destinations.webhook import WebhookDestination
 from loyalty_cdp.adapters.outbox import Outbox
 from loyalty_cdp.core.messages import MESSAGE_FAILED, MESSAGE_SENT
-from loyalty_cdp.services.dispatcher import Dispatcher, retry_delay
+from loyalty_cdp.services.dispatcher import CircuitBreaker, Dispatcher, TokenBucket, retry_delay
 from loyalty_cdp.testing import free_port
 
 SECRET = "whsec_outage"
@@ -222,3 +224,56 @@ def test_retry_delays_grow_exponentially_with_jitter_up_to_the_cap() -> None:
     assert [retry_delay(n, policy, 0.0) for n in (1, 2, 3, 4)] == [0.5, 1.0, 2.0, 4.0]
     assert [retry_delay(n, policy, 0.999999) for n in (1, 2, 3)] == pytest.approx([0.9999995, 1.999999, 3.999998])
     assert retry_delay(30, policy, 0.5) == 45.0 and retry_delay(10_000, policy, 1.0) <= 60.0
+
+
+@settings(max_examples=200, deadline=None)
+@given(attempt=st.integers(1, 200), unit=st.floats(0, 1, exclude_max=True),
+       base=st.floats(0.001, 10), factor=st.floats(1, 1000))
+def test_retry_delays_stay_within_half_and_all_of_the_capped_exponential(attempt, unit, base, factor) -> None:
+    policy = DeliveryPolicy(backoff_base_s=base, backoff_cap_s=base * factor)
+    ceiling = min(base * factor, base * 2.0 ** (attempt - 1))
+    assert ceiling / 2 <= retry_delay(attempt, policy, unit) <= ceiling
+
+
+def test_circuit_breaker_states() -> None:
+    breaker = CircuitBreaker(failures=2, reset_s=10.0)
+    assert breaker.admit(0.0) == 0.0
+    breaker.failed(1.0)
+    assert breaker.state == "closed" and breaker.admit(1.0) == 0.0
+    breaker.failed(2.0)
+    assert breaker.state == "open" and breaker.admit(5.0) == 7.0
+    assert breaker.admit(12.0) == 0.0 and breaker.state == "half-open"  # the one trial
+    assert breaker.admit(12.0) == 10.0  # everyone else waits for its verdict
+    breaker.no_verdict()  # the trial was deferred: another may go
+    assert breaker.admit(12.5) == 0.0
+    breaker.failed(13.0)
+    assert breaker.state == "open" and breaker.admit(22.0) == 1.0
+    assert breaker.admit(23.0) == 0.0
+    breaker.succeeded()
+    assert breaker.state == "closed" and breaker.admit(23.0) == 0.0 and breaker.admit(23.0) == 0.0
+
+
+def test_token_bucket_spaces_sends_after_the_burst() -> None:
+    bucket = TokenBucket(rate=10.0, burst=2)
+    assert [bucket.reserve(100.0) for _ in range(4)] == pytest.approx([0.0, 0.0, 0.1, 0.2])
+    assert bucket.reserve(101.0) == 0.0  # refilled (up to the burst) after a second
+
+
+def test_the_rate_limit_holds_end_to_end(tmp_path: Path, make_sink) -> None:
+    sink = make_sink()
+    status = StatusLog()
+
+    async def scenario() -> None:
+        outbox = Outbox(tmp_path / "outbox.db")
+        policy = fast_policy(concurrency=4, rate_per_second=20.0, burst=1)
+        dispatcher = Dispatcher(outbox, [(hook("crm", sink.url), policy)], on_status=status,
+                                consent_of=no_consent_needed)
+        await dispatcher.start()
+        await dispatcher.enqueue([message(f"m-{i}", "crm", "webhook", "") for i in range(9)])
+        await eventually(lambda: len(status.named(MESSAGE_SENT)) == 9, what="nine sends")
+        await dispatcher.close()
+        outbox.close()
+
+    run(scenario())
+    times = sorted(request.at for request in sink.requests)
+    assert times[-1] - times[0] >= 8 / 20 * 0.9  # 9 sends at 20/s take at least 0.4 s
