@@ -207,7 +207,7 @@ class Outbox:
                 "SELECT min(max(next_attempt_at, lease_until)) FROM outbox_messages WHERE destination = ?",
                 (destination,),
             ).fetchone()
-        return due
+        return None if due is None else int(due)
 
     def release(self, message_ids: Iterable[str]) -> None:
         """End the leases of messages claimed but not attempted (on shutdown), so they are due at once."""

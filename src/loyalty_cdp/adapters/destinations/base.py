@@ -145,7 +145,7 @@ def http_failure(response: httpx.Response, detail: str = "") -> SendFailure:
     return PermanentFailure(reason)
 
 
-async def post(client: httpx.AsyncClient, url: str, **kwargs: Any) -> httpx.Response:
+async def post(client: httpx.AsyncClient, url: str | httpx.URL, **kwargs: Any) -> httpx.Response:
     """``client.post``, with network errors and timeouts turned into :class:`TransientFailure`."""
     try:
         return await client.post(url, **kwargs)

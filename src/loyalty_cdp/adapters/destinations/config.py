@@ -110,7 +110,7 @@ def _entry(raw: Any, where: str, environ: Mapping[str, str]) -> DestinationConfi
     name, kind = raw.get("name"), raw.get("type")
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise ConfigError(f"{where}.name", "must be 1-64 characters of A-Z a-z 0-9 _ . -")
-    if kind not in SETTINGS_TYPES:
+    if not isinstance(kind, str) or kind not in SETTINGS_TYPES:
         raise ConfigError(f"{where}.type", f"must be one of {', '.join(SETTINGS_TYPES)}, got {kind!r}")
     raw_settings = raw.get("settings") or {}
     if not isinstance(raw_settings, dict):
