@@ -31,11 +31,11 @@ from loyalty_cdp.core.decisioning.holdout import Period
 from loyalty_cdp.core.events import parse_time
 from loyalty_cdp.core.identifiers import DecodedEvent
 from loyalty_cdp.core.loyalty.periods import iso_date
-from loyalty_cdp.core.profile import amount
+from loyalty_cdp.core.profile import MAX_KEY_CHARS, amount
 from loyalty_cdp.core.segments.conditions import Condition
 from loyalty_cdp.core.segments.evaluate import holds
 from loyalty_cdp.core.segments.facts import MemberFacts
-from loyalty_cdp.core.segments.fields import FieldPath, is_number
+from loyalty_cdp.core.segments.fields import FieldPath
 from loyalty_cdp.core.segments.membership import SEGMENT_ENTERED, SEGMENT_EXITED
 from loyalty_cdp.errors import InvalidInput
 
@@ -149,19 +149,17 @@ def _price_drop(rule: PriceDropTrigger, event: DecodedEvent, facts: MemberFacts)
     new_price = amount(event.properties.get("price"))
     if product is None or new_price is None:
         return None
-    listed = next((item for item in facts.signals.get("wishlist", []) if item.get("product_id") == product), None)
-    if listed is None:
+    listed = facts.profile.activity.wishlist.get(product[:MAX_KEY_CHARS])
+    if listed is None or not listed.on_list:
         return None
-    old_price = listed.get("price")
-    if not is_number(old_price):
-        old_price = amount(event.properties.get("previous_price"))
+    old_price = listed.price if listed.price is not None else amount(event.properties.get("previous_price"))
     if old_price is None or old_price <= 0 or new_price >= old_price:
         return None
     drop = (old_price - new_price) / old_price * 100
     if drop < rule.min_drop_percent:
         return None
-    return {"product_id": product, "name": listed.get("name") or event.properties.get("name"),
-            "category": listed.get("category") or event.properties.get("category"),
+    return {"product_id": product, "name": listed.name or event.properties.get("name"),
+            "category": listed.category or event.properties.get("category"),
             "old_price": old_price, "new_price": new_price, "drop_percent": round(drop, 1)}
 
 
