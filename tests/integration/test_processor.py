@@ -112,3 +112,53 @@ def test_anonymous_history_follows_the_member_and_history_records_the_merge(tmp_
     assert profile is not None and profile.activity.events == 2
     actions = [(r.action, r.kind) for r in store.history("u-1")]
     assert ("merge", "anonymous_id") in actions and ("link", "email") in actions
+
+
+BUDGET_PROGRAM = """
+program: budget-test
+version: 1
+effective_from: 2025-01-01
+currency: USD
+earn:
+  points_per_unit: 1
+  rules:
+    - id: launch-bonus
+      type: order_bonus
+      points: 100
+      budget: {total_points: 250}
+"""
+
+
+def test_campaign_budgets_are_shared_across_members_and_survive_a_restart(tmp_path: Path) -> None:
+    from loyalty_cdp.adapters.program_yaml import parse_program
+    from loyalty_cdp.core.loyalty import LoyaltyEngine
+    from loyalty_cdp.services.loyalty_stage import loyalty_state
+
+    def book():  # type: ignore[no-untyped-def]
+        return parse_program(BUDGET_PROGRAM, "budget.yaml").book
+
+    def order(n: int) -> Event:
+        return normalise({"type": "track", "userId": f"m{n}", "event": "Order Completed", "messageId": f"o{n}",
+                          "timestamp": f"2026-03-0{n}T10:00:00Z",
+                          "properties": {"order_id": f"o{n}", "total": 10.0, "products": []}},
+                         call_type=None, received_at=0, default_message_id="")
+
+    log = SqliteEventLog(tmp_path / "events.db")
+    store = SqliteProfileStore(tmp_path / "profiles.db")
+    processor = Processor(log, store, loyalty=LoyaltyEngine(book()))
+    log.append([order(1), order(2)])
+    processor.catch_up()
+    store.close()
+    # A new process: the budget already spent (200 of 250) comes back from the store.
+    store = SqliteProfileStore(tmp_path / "profiles.db")
+    processor = Processor(log, store, loyalty=LoyaltyEngine(book()))
+    log.append([order(3), order(4)])
+    processor.catch_up()
+    lifetime = {}
+    for n in range(1, 5):
+        profile = processor.view.profile(f"m{n}")
+        assert profile is not None
+        state = loyalty_state(profile)
+        assert state is not None
+        lifetime[n] = state.lifetime_points
+    assert lifetime == {1: 110, 2: 110, 3: 60, 4: 10}  # 10 base points each; the bonus stops at 250

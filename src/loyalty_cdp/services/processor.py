@@ -54,7 +54,7 @@ from loyalty_cdp.core.identifiers import (
     normalise_identifier,
 )
 from loyalty_cdp.core.identity import IdentityGraph, IdentityRules, Member, Resolution
-from loyalty_cdp.core.loyalty import LoyaltyEngine
+from loyalty_cdp.core.loyalty import CampaignBudgets, LoyaltyEngine
 from loyalty_cdp.core.profile import Profile, fold, merge_profiles
 from loyalty_cdp.errors import Conflict
 from loyalty_cdp.services.loyalty_stage import LoyaltyStage
@@ -63,6 +63,7 @@ log = logging.getLogger(__name__)
 
 _encode = msgspec.msgpack.Encoder().encode
 _decode_profile = msgspec.msgpack.Decoder(Profile).decode
+_decode_budgets = msgspec.msgpack.Decoder(CampaignBudgets).decode
 
 
 class MemberView:
@@ -112,9 +113,13 @@ class Processor:
         self.view.profiles.update(snapshot.profiles)
         for member in snapshot.members:
             self._publish_identities(member)
-        self.loyalty: LoyaltyStage | None = (
-            LoyaltyStage(loyalty, self._member_history) if loyalty is not None else None
-        )
+        self.loyalty: LoyaltyStage | None = None
+        self._budgets = _decode_budgets(snapshot.shared) if snapshot.shared else CampaignBudgets()
+        if loyalty is not None:
+            # Campaign budgets are the one piece of loyalty state shared between members: the
+            # processor owns them and commits them with the offset, like every other state.
+            loyalty.budgets = self._budgets
+            self.loyalty = LoyaltyStage(loyalty, self._member_history)
         if self.loyalty is not None:
             self.loyalty.load((mid, _decode_profile(blob)) for mid, blob in snapshot.profiles.items())
         self._wakeup = threading.Event()
@@ -189,6 +194,7 @@ class Processor:
             if member_id is not None:
                 by_member[member_id].append(index)
         emitted: list[dict[str, Any]] = []
+        budgets_before = dict(self._budgets.spent)
         for member_id, indices in by_member.items():
             member_events = [events[i] for i in indices]
             profile = fold(self._current(member_id, updated), member_events, self._graph.member(member_id))
@@ -209,6 +215,7 @@ class Processor:
             offset=last_offset, members=members, removed_members=list(resolution.renamed),
             profiles=encoded, removed_profiles=removed, renamed=resolution.renamed,
             history=_history(resolution, events),
+            shared=_encode(self._budgets) if self._budgets.spent != budgets_before else None,
         ))
         self.offset = last_offset
         self.view.profiles.update(encoded)

@@ -17,11 +17,13 @@ from loyalty_cdp.core.identity import Member
 
 
 class Snapshot(msgspec.Struct):
-    """Everything the processor needs to resume: the offset, the graph and the profiles."""
+    """Everything the processor needs to resume: the offset, the graph, the profiles, and the
+    state shared between members (the loyalty program's campaign budgets), None until set."""
 
     offset: int
     members: list[Member]
     profiles: dict[str, bytes]
+    shared: bytes | None = None
 
 
 class IdentityRecord(msgspec.Struct, frozen=True):
@@ -42,7 +44,8 @@ class Changes(msgspec.Struct):
     """One batch's effect: members and profiles written or removed, and the new offset.
 
     ``renamed`` maps member ids that vanished to the ids that absorbed them, so that the
-    identity history recorded under the old id follows the member.
+    identity history recorded under the old id follows the member. ``shared`` replaces the
+    state shared between members when it is not None.
     """
 
     offset: int
@@ -52,6 +55,7 @@ class Changes(msgspec.Struct):
     removed_profiles: Sequence[str] = ()
     renamed: dict[str, str] = msgspec.field(default_factory=dict)
     history: Sequence[IdentityRecord] = ()
+    shared: bytes | None = None  # None: unchanged
 
 
 class ProfileStore(Protocol):

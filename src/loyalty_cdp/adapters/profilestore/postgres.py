@@ -31,7 +31,8 @@ _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS profile_store_state (
         singleton      BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (singleton),
         schema_version INTEGER NOT NULL,
-        log_offset     BIGINT NOT NULL
+        log_offset     BIGINT NOT NULL,
+        shared         BYTEA
     )""",
     "CREATE TABLE IF NOT EXISTS member_identities (member_id TEXT PRIMARY KEY, identities BYTEA NOT NULL)",
     "CREATE TABLE IF NOT EXISTS member_profiles (member_id TEXT PRIMARY KEY, state BYTEA NOT NULL)",
@@ -126,13 +127,13 @@ class PostgresProfileStore:
             with conn.transaction():
                 cursor = conn.cursor(binary=True)
                 cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                (offset,) = cursor.execute("SELECT log_offset FROM profile_store_state").fetchone()
+                offset, shared = cursor.execute("SELECT log_offset, shared FROM profile_store_state").fetchone()
                 members = [
                     Member(id=member_id, identities=_decode_identities(blob))
                     for member_id, blob in cursor.execute("SELECT member_id, identities FROM member_identities")
                 ]
                 profiles = dict(cursor.execute("SELECT member_id, state FROM member_profiles"))
-        return Snapshot(offset=offset, members=members, profiles=profiles)
+        return Snapshot(offset=offset, members=members, profiles=profiles, shared=shared)
 
     def commit(self, changes: Changes) -> None:
         with self._lock, _storage_errors("commit failed"):
@@ -158,6 +159,8 @@ class PostgresProfileStore:
                             copy.write_row((r.member_id, r.action, r.message_id, r.timestamp, r.kind,
                                             r.value.encode(), r.other_id, r.reason))
                 cursor.execute("UPDATE profile_store_state SET log_offset = %s", (changes.offset,))
+                if changes.shared is not None:
+                    cursor.execute("UPDATE profile_store_state SET shared = %s", (changes.shared,))
 
     def history(self, member_id: str) -> list[IdentityRecord]:
         with self._lock, _storage_errors("history read failed"):
@@ -199,7 +202,7 @@ class PostgresProfileStore:
             with conn.transaction():
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (COMMIT_LOCK,))
                 conn.execute("TRUNCATE member_identities, member_profiles, identity_history RESTART IDENTITY")
-                conn.execute("UPDATE profile_store_state SET log_offset = 0")
+                conn.execute("UPDATE profile_store_state SET log_offset = 0, shared = NULL")
 
     def close(self) -> None:
         """Close the connection; the store reconnects if it is used again."""

@@ -17,7 +17,9 @@ from loyalty_cdp.errors import StorageUnavailable
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS members (member_id TEXT PRIMARY KEY, identities BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS profiles (member_id TEXT PRIMARY KEY, state BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS processor (id INTEGER PRIMARY KEY CHECK (id = 1), log_offset INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS processor (
+    id INTEGER PRIMARY KEY CHECK (id = 1), log_offset INTEGER NOT NULL, shared BLOB
+);
 INSERT OR IGNORE INTO processor (id, log_offset) VALUES (1, 0);
 CREATE TABLE IF NOT EXISTS identity_history (
     member_id TEXT NOT NULL, action TEXT NOT NULL, message_id TEXT NOT NULL, timestamp INTEGER NOT NULL,
@@ -69,7 +71,7 @@ class SqliteProfileStore:
         with self._lock, self._storage_errors():
             self._db.execute("BEGIN")
             try:
-                (offset,) = self._db.execute("SELECT log_offset FROM processor").fetchone()
+                offset, shared = self._db.execute("SELECT log_offset, shared FROM processor").fetchone()
                 members = [
                     Member(id=member_id, identities=_decode_identities(blob))
                     for member_id, blob in self._db.execute("SELECT member_id, identities FROM members")
@@ -77,7 +79,7 @@ class SqliteProfileStore:
                 profiles = dict(self._db.execute("SELECT member_id, state FROM profiles"))
             finally:
                 self._db.execute("COMMIT")
-        return Snapshot(offset=offset, members=members, profiles=profiles)
+        return Snapshot(offset=offset, members=members, profiles=profiles, shared=shared)
 
     def commit(self, changes: Changes) -> None:
         with self._lock, self._write_transaction():
@@ -104,6 +106,8 @@ class SqliteProfileStore:
                 [msgspec.structs.astuple(record) for record in changes.history],
             )
             self._db.execute("UPDATE processor SET log_offset = ?", (changes.offset,))
+            if changes.shared is not None:
+                self._db.execute("UPDATE processor SET shared = ?", (changes.shared,))
 
     def history(self, member_id: str) -> list[IdentityRecord]:
         with self._lock, self._storage_errors():
@@ -132,7 +136,7 @@ class SqliteProfileStore:
                 self._db.execute("DELETE FROM members")
                 self._db.execute("DELETE FROM profiles")
                 self._db.execute("DELETE FROM identity_history")
-                self._db.execute("UPDATE processor SET log_offset = 0")
+                self._db.execute("UPDATE processor SET log_offset = 0, shared = NULL")
             with self._storage_errors():
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
