@@ -11,7 +11,6 @@ with ``compute_signals``. Other signal paths are read member by member.
 
 from __future__ import annotations
 
-from array import array
 from collections.abc import Callable
 from itertools import chain
 from typing import Any
@@ -81,7 +80,94 @@ GROUPS: dict[str, tuple[tuple[str, ...], Callable[[Any], tuple[Any, ...]]]] = {
 LISTS: dict[str, Callable[[Any], list[int]]] = {
     "recent": lambda a: a.purchases.recent, "recent_app_opens": lambda a: a.engagement.recent_app_opens,
 }
-ZEROS = tuple((0,) * n for n in range(DECAY_ERAS_KEPT + 1))
+CHUNK = 1 << 16
+Ints = NDArray[np.int64]
+
+
+class _IntChunks:
+    """Integers gathered as Python references (fast to extend), turned into int64 arrays by chunks
+    so that a million members never hold tens of millions of Python objects."""
+
+    __slots__ = ("chunks", "pending")
+
+    def __init__(self) -> None:
+        self.pending: list[int] = []
+        self.chunks: list[Ints] = []
+
+    def extend(self, values: Any) -> None:
+        self.pending.extend(values)
+        if len(self.pending) >= CHUNK:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            self.chunks.append(np.array(self.pending, dtype=np.int64))
+            self.pending = []
+
+    def array(self) -> Ints:
+        self.flush()
+        return np.concatenate(self.chunks) if self.chunks else np.zeros(0, dtype=np.int64)
+
+
+class _Timestamps:
+    """A list of timestamps per member (orders, app sessions): how many each, and all of them."""
+
+    __slots__ = ("counts", "read", "times")
+
+    def __init__(self, read: Callable[[Any], list[int]]) -> None:
+        self.read = read
+        self.counts: list[int] = []
+        self.times = _IntChunks()
+
+    def add(self, act: Any) -> None:
+        found = self.read(act)
+        self.counts.append(len(found))
+        if found:
+            self.times.extend(found)
+
+    def arrays(self) -> tuple[Ints, Ints]:
+        """(owner row, timestamp) of every timestamp."""
+        owners = np.repeat(np.arange(len(self.counts), dtype=np.int64), self.counts)
+        return owners, self.times.array()
+
+
+class _Decayed:
+    """A decayed map (``Decayed.sums``) per member: keys as codes, era sums as integers."""
+
+    __slots__ = ("counts", "eras", "field", "key_codes", "keys", "lengths", "section")
+
+    def __init__(self, source: str) -> None:
+        self.section, self.field = source.split(".")
+        self.counts: list[int] = []  # keys per member
+        self.keys: dict[str, int] = {}  # key -> code, in order of first sight
+        self.key_codes: list[int] = []
+        self.lengths: list[int] = []  # eras per key
+        self.eras = _IntChunks()
+
+    def add(self, act: Any) -> None:
+        sums = getattr(getattr(act, self.section), self.field).sums
+        self.counts.append(len(sums))
+        if sums:
+            code, keys = self.keys.setdefault, self.keys
+            self.key_codes.extend([code(key, len(keys)) for key in sums])
+            found = sums.values()
+            self.lengths.extend(map(len, found))
+            self.eras.extend(chain.from_iterable(found))
+
+    def arrays(self) -> tuple[Ints, NDArray[np.int32], dict[str, int], NDArray[np.float64]]:
+        """(owner row, key code, vocabulary, era sums as a keys x eras matrix) with codes in key order."""
+        vocabulary = {name: index for index, name in enumerate(sorted(self.keys))}
+        remap = np.zeros(len(self.keys), dtype=np.int32)
+        for name, first_seen in self.keys.items():
+            remap[first_seen] = vocabulary[name]
+        codes = remap[np.asarray(self.key_codes, dtype=np.int64)] if self.key_codes else np.zeros(0, np.int32)
+        owners = np.repeat(np.arange(len(self.counts), dtype=np.int64), self.counts)
+        lengths = np.asarray(self.lengths, dtype=np.int64)
+        starts = np.cumsum(lengths) - lengths
+        key_of = np.repeat(np.arange(lengths.size), lengths)
+        by_era = np.zeros((lengths.size, DECAY_ERAS_KEPT))
+        by_era[key_of, np.arange(key_of.size) - starts[key_of]] = self.eras.array().astype(np.float64)
+        return owners, codes, vocabulary, by_era
 
 
 def _needs(name: str) -> set[str]:
@@ -115,10 +201,8 @@ class SignalGatherer:
         needs: set[str] = set().union(*(_needs(".".join(p.keys)) for p in paths if p.keys[:2] not in MAPS))
         self.groups: dict[str, tuple[Callable[[Any], tuple[Any, ...]], list[tuple[Any, ...]]]] = {
             name: (GROUPS[name][1], []) for name in GROUPS if name in needs}
-        self.lists = {name: (LISTS[name], array("q"), array("q")) for name in LISTS if name in needs}
-        # per map: (activity section and field, owner rows, keys, era sums flattened four by four)
-        self.entries: dict[tuple[str, ...], tuple[list[str], array[int], list[str], array[int]]] = {
-            key: (MAPS[key].split("."), array("q"), [], array("q")) for key in self.maps}
+        self.lists = {name: _Timestamps(LISTS[name]) for name in LISTS if name in needs}
+        self.entries = {key: _Decayed(MAPS[key]) for key in self.maps}
         self.as_of: int | None = None
         self.settings: SignalSettings | None = None
         self.size = 0
@@ -129,20 +213,12 @@ class SignalGatherer:
         elif facts.as_of != self.as_of or (facts.settings or SignalSettings()) != self.settings:
             raise InvalidInput("as_of", "a member table is built for one instant and one set of signal settings")
         act = facts.profile.activity
-        row = self.size
         for read, rows in self.groups.values():
             rows.append(read(act))
-        for read_list, owners, times in self.lists.values():
-            found = read_list(act)
-            owners.extend([row] * len(found))
-            times.extend(found)
-        for (section, field), owners, names, eras in self.entries.values():
-            sums = getattr(getattr(act, section), field).sums
-            if sums:
-                owners.extend([row] * len(sums))
-                names.extend(sums)
-                eras.extend(chain.from_iterable(found + ZEROS[DECAY_ERAS_KEPT - len(found)]
-                                                for found in sums.values()))
+        for timestamps in self.lists.values():
+            timestamps.add(act)
+        for decayed in self.entries.values():
+            decayed.add(act)
         self.size += 1
 
     def columns(self) -> dict[FieldPath, Column]:
@@ -172,8 +248,7 @@ class _Scalars:
         for group, (_, rows) in raw.groups.items():
             table = np.array(rows, dtype=np.float64).reshape(raw.size, len(GROUPS[group][0]))  # None -> NaN
             self.raw.update({name: table[:, index] for index, name in enumerate(GROUPS[group][0])})
-        self.lists = {name: (np.frombuffer(owners, dtype=np.int64), np.frombuffer(times, dtype=np.int64))
-                      for name, (_, owners, times) in raw.lists.items()}
+        self.lists = {name: timestamps.arrays() for name, timestamps in raw.lists.items()}
         self.as_of, self.settings, self.size = as_of, settings, raw.size
 
     def _within(self, name: str, days: int) -> Floats:
@@ -260,12 +335,8 @@ class _Shares:
     """Shares of a decayed map, ranked and cut to the top keys, as ``signals.shares`` makes them."""
 
     def __init__(self, raw: SignalGatherer, key: tuple[str, ...], top: int) -> None:
-        _, owners, names, eras = raw.entries[key]
+        rows, codes, self.vocabulary, by_era = raw.entries[key].arrays()
         self.size = raw.size
-        rows = np.frombuffer(owners, dtype=np.int64)
-        self.vocabulary = {name: code for code, name in enumerate(sorted(set(names)))}
-        codes = np.asarray([self.vocabulary[name] for name in names], dtype=np.int32)
-        by_era = np.frombuffer(eras, dtype=np.int64).reshape(rows.size, DECAY_ERAS_KEPT).astype(np.float64)
         value = np.zeros(rows.size)
         for index in range(DECAY_ERAS_KEPT):  # era by era, as signals._relative sums them
             value = value + by_era[:, index] * 2.0 ** (-DECAY_ERA_HALF_LIVES * index)
