@@ -285,10 +285,15 @@ def test_admt_access_opt_outs_and_correction(
     assert account["profiling_allowed"] is False and account["scored_for_targeting"] is False
     assert "opted out" in account["status"] and account["scores"] == []
 
-    granted = httpx.post(server.url + f"/v1/members/{USER_ID}/consent", headers=bearer(keys["privacy"]),
-                         json={"purpose": "profiling", "granted": True, "source": "preference_center"})
+    consent_url = server.url + f"/v1/members/{USER_ID}/consent"
+    once = {**bearer(keys["privacy"]), "Idempotency-Key": "preferences-1"}
+    change = {"purpose": "profiling", "granted": True, "source": "preference_center"}
+    granted = httpx.post(consent_url, headers=once, json=change)
     assert granted.status_code == 200, granted.text
     assert granted.json()["consent"]["profiling"]["granted"] is True
+    repeated = httpx.post(consent_url, headers=once, json=change)
+    assert repeated.status_code == 200 and repeated.json()["message_id"] == granted.json()["message_id"]
+    assert httpx.post(consent_url, headers=once, json={**change, "granted": False}).status_code == 409
 
     corrected = privacy_request(server, keys["privacy"], {"type": "correction", "identifier": {"type": "card",
                                                                                              "value": CARD},

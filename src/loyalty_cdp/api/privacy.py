@@ -23,7 +23,7 @@ from loyalty_cdp.errors import InvalidInput
 from loyalty_cdp.services.privacy import PrivacyContext, PrivacyService
 
 router = APIRouter(tags=["privacy"])
-MAX_BODY_BYTES = 64 * 1024
+MAX_BODY_BYTES = 256 * 1024  # a correction may carry 100 traits of 1,024 characters
 MAX_KEY_CHARS = 200
 _decode = msgspec.json.Decoder().decode
 

@@ -340,15 +340,24 @@ class PrivacyService:
 
     async def _write_consent(self, update: ConsentUpdate, actor: str, message_id: str, user_id: str | None,
                              anonymous_id: str | None) -> Profile:
+        """Append the consent record (unless this message id holds it already) and wait until it is folded."""
+
+        def recorded(profile: Profile) -> bool:
+            held = _consent_record(profile, message_id)
+            if held is not None and held != (update.purpose, update.granted):
+                raise Conflict("the Idempotency-Key was already used for a different consent change")
+            return held is not None
+
+        view = self.c.processor.view
+        kind, value = (USER_ID, user_id) if user_id is not None else (ANONYMOUS_ID, anonymous_id)
+        member_id = None if value is None else view.find(kind, value)
+        profile = None if member_id is None else view.profile(member_id)
+        if profile is not None and recorded(profile):
+            return profile
         now = _now()
         call = consent_update_call(update, actor=actor, at_ms=now, message_id=message_id, user_id=user_id,
                                    anonymous_id=anonymous_id)
         await self._append(call, now)
-
-        def recorded(profile: Profile) -> bool:
-            held = consent_state(profile).purposes.get(update.purpose)
-            return held is not None and any(r.message_id == message_id for r in held.history)
-
         return await self._folded(user_id, anonymous_id, recorded)
 
     # -- correction -------------------------------------------------------------------------
@@ -395,6 +404,15 @@ class PrivacyService:
             if time.monotonic() > deadline:
                 raise StorageUnavailable("the change is stored but not applied yet; repeat the request to finish it")
             await asyncio.sleep(0.005)
+
+
+def _consent_record(profile: Profile, message_id: str) -> tuple[str, bool] | None:
+    """The (purpose, granted) the explicit consent record ``message_id`` holds in the profile, if folded."""
+    for purpose, held in consent_state(profile).purposes.items():
+        for record in held.history:
+            if record.message_id == message_id:
+                return purpose, record.granted
+    return None
 
 
 def _address(profile: Profile | None, kind: str, value: str) -> tuple[str | None, str | None]:
