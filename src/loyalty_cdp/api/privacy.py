@@ -7,6 +7,7 @@ re-runs). The erased members' liability totals are a finance report (``admin``).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -127,7 +128,8 @@ async def get_request(request: Request, request_id: str) -> Response:
             summary="The answer of a completed access or ADMT access request, built from the live stores now")
 async def export(request: Request, request_id: str) -> Response:
     components, _ = _caller(request)
-    return json_response(PrivacyService(PrivacyContext.of(components)).export(request_id))
+    service = PrivacyService(PrivacyContext.of(components))
+    return json_response(await asyncio.to_thread(service.export, request_id))
 
 
 @router.post("/v1/members/{user_id}/consent", summary="Record a member's consent for one purpose",

@@ -155,10 +155,10 @@ class PrivacyService:
         The same ``request_key`` answers the stored request, running it again if it failed.
         """
         spec = parse_request(body, DEFAULT_REGION)
-        request, new = self.c.requests.create(spec, actor=actor, request_key=request_key)
+        request, new = await asyncio.to_thread(self.c.requests.create, spec, actor=actor, request_key=request_key)
         if new:
-            self.c.audit.append(actor, f"privacy.{request.type}.received", request.request_id,
-                                {"identifier_type": request.identifier_type, "regime": request.regime})
+            await self._audit(actor, f"privacy.{request.type}.received", request.request_id,
+                              {"identifier_type": request.identifier_type, "regime": request.regime})
         if new or request.status == FAILED:
             request = await self._run(request, actor)
         return request, new
@@ -179,19 +179,26 @@ class PrivacyService:
         return build(self.c, request, profile, now)
 
     async def _run(self, request: PrivacyRequest, actor: str) -> PrivacyRequest:
-        self.c.requests.update_status(request.request_id, IN_PROGRESS)
+        """Serve a stored request; a failure marks it ``failed`` and names it in the error's details."""
+        request_id = request.request_id
+        await asyncio.to_thread(self.c.requests.update_status, request_id, IN_PROGRESS)
         started = time.perf_counter()
         try:
             result = await self._serve(request, actor)
         except Exception as exc:
-            reason = str(exc) if isinstance(exc, LoyaltyCdpError) else f"internal error ({type(exc).__name__})"
-            self.c.requests.update_status(request.request_id, FAILED, reason=reason[:500])
-            self.c.audit.append(actor, f"privacy.{request.type}.failed", request.request_id, {"reason": reason[:500]})
+            reason = (str(exc) if isinstance(exc, LoyaltyCdpError) else f"internal error ({type(exc).__name__})")[:500]
+            await asyncio.to_thread(self.c.requests.update_status, request_id, FAILED, reason=reason)
+            await self._audit(actor, f"privacy.{request.type}.failed", request_id, {"reason": reason})
+            if isinstance(exc, LoyaltyCdpError):
+                exc.details = {**(exc.details or {}), "request_id": request_id, "status": FAILED}
             raise
         result["seconds"] = round(time.perf_counter() - started, 4)
-        done = self.c.requests.update_status(request.request_id, COMPLETED, result=result)
-        self.c.audit.append(actor, f"privacy.{request.type}.completed", request.request_id, result)
+        done = await asyncio.to_thread(self.c.requests.update_status, request_id, COMPLETED, result=result)
+        await self._audit(actor, f"privacy.{request.type}.completed", request_id, result)
         return done
+
+    async def _audit(self, actor: str, action: str, subject: str, details: dict[str, Any]) -> None:
+        await asyncio.to_thread(self.c.audit.append, actor, action, subject, details)
 
     async def _serve(self, request: PrivacyRequest, actor: str) -> dict[str, Any]:
         if request.type == ERASURE:
@@ -332,8 +339,8 @@ class PrivacyService:
             message_id = f"consent-{uuid.uuid4()}"
         profile = await self._write_consent(update, actor, message_id, user_id, None)
         digest = identifier_digest(load_or_create_secret(self.c.data_dir), identifier_key(USER_ID, user_id))
-        self.c.audit.append(actor, "consent.updated", person_subject(digest),
-                            {"purpose": update.purpose, "granted": update.granted, "source": update.source})
+        await self._audit(actor, "consent.updated", person_subject(digest),
+                          {"purpose": update.purpose, "granted": update.granted, "source": update.source})
         return {"user_id": user_id, "purpose": update.purpose, "granted": update.granted, "source": update.source,
                 "message_id": message_id, "policy": STRICT_POLICY.name,
                 "consent": consent_view(consent_state(profile), STRICT_POLICY)}
