@@ -29,7 +29,7 @@ def test_official_client_calls_are_accepted_and_stored(server: ServerProcess, wr
 
     log = SqliteEventLog(server.data_dir / "events.db")
     try:
-        stored = log.read(0, 100)
+        stored = [e for e in log.read(0, 100) if e.channel != "loyalty"]  # the engine's own events aside
     finally:
         log.close()
     assert sorted(e.type for e in stored) == ["alias", "group", "identify", "page", "screen", "track"]

@@ -348,4 +348,9 @@ def test_import_to_a_running_server_stores_each_event_once(tmp_path: Path) -> No
             result = run_cli("import", str(source), "--target", live.url, "--write-key", key)
             assert result.returncode == 0, result.stderr
             assert f"sent {len(simulated):,} to {live.url}/v1/batch" in result.stdout
-    assert log_count(tmp_path / "data") == len(simulated)
+    log = SqliteEventLog(tmp_path / "data" / "events.db")
+    try:  # the loyalty engine's own events (channel "loyalty") come on top of what was imported
+        imported = [e for e in log.read(0, 100_000) if e.channel != "loyalty" or e.type == "identify"]
+    finally:
+        log.close()
+    assert len(imported) == len(simulated)
