@@ -1,16 +1,20 @@
 """Scoring benchmark: one whole scoring run over synthetic members, stage by stage, and the log read.
 
 Run:  .venv/bin/python bench/predictions.py [--members 1000000] [--fit 100000] [--log-members 2000]
+      [--cross-sell-members 200000]
 
 Builds a synthetic purchase history (not timed): ``--members`` members who buy as Poisson
 processes at Gamma-distributed rates over exponential lifetimes (Pareto/NBD-like), one to 24
 months of history on a day grid, order values Gamma-distributed per member, two lines per order
-from a 2,000-product catalog. Then times what ``loyalty-cdp score`` does after reading the log:
-the purchase summary, the fits (BG/NBD and Gamma-Gamma on ``--fit`` members, Pareto/NBD on
-10,000), the vectorised scores, replenishment and cross-sell, the per-member score dicts and
-explanations, and the write of every row to a fresh ``scores.db``. Finally it times reading
-the orders of a simulated program (``--log-members`` members over a year) out of a SQLite event
-log, the step before all that, and reports it per order and per event.
+from a 2,000-product catalog (Zipf popularity), orders in time order as the log gives them.
+
+Then times what ``loyalty-cdp score`` does after reading the log: the purchase summary, the fits
+(BG/NBD and Gamma-Gamma on ``--fit`` members, Pareto/NBD on 10,000), the vectorised scores,
+replenishment and the cross-sell fit, the per-member score dicts and explanations, and the write
+of every row to a fresh ``scores.db``. Per-member cross-sell lists are only computed up to
+``ScoringConfig.cross_sell_member_limit`` members; they are timed apart on
+``--cross-sell-members`` members. Finally it times reading the orders of a simulated program
+(``--log-members`` members over a year) out of a SQLite event log, the step before all that.
 """
 
 from __future__ import annotations
@@ -27,8 +31,10 @@ import numpy as np
 from loyalty_cdp.adapters.eventlog.sqlite import SqliteEventLog
 from loyalty_cdp.adapters.scorestore import RunRecord, ScoreRow, ScoreStore
 from loyalty_cdp.core.events import normalise, parse_time
+from loyalty_cdp.core.predictions.crosssell import fit_cross_sell, recommend_members
 from loyalty_cdp.core.predictions.explain import explain_scores
 from loyalty_cdp.core.predictions.history import PurchaseHistory
+from loyalty_cdp.core.predictions.replenishment import predict_replenishment
 from loyalty_cdp.core.predictions.run import ScoringRun, score_history
 from loyalty_cdp.core.predictions.scoring import ScoringConfig, fit_scoring_models, score_summary
 from loyalty_cdp.services.scoring import Identities, read_history
@@ -61,6 +67,8 @@ def synthetic_history(members: int, seed: int) -> PurchaseHistory:
     day[first_order] = first_day  # the first order opens the history
     time_ms = day * DAY_MS + rng.integers(8, 20, member.size) * 3_600_000
     total = rng.gamma(4.0, rng.gamma(3.0, 1 / 0.3, members)[member] / 4.0)
+    by_time = np.argsort(time_ms, kind="stable")  # orders arrive in time order, as from the event log
+    member, time_ms, total = member[by_time], time_ms[by_time], total[by_time]
     line_order = np.repeat(np.arange(member.size), 2)
     product = np.minimum(rng.zipf(1.3, line_order.size) - 1, PRODUCTS - 1)
     return PurchaseHistory(
@@ -80,6 +88,14 @@ def stages(history: PurchaseHistory, as_of: int, config: ScoringConfig) -> None:
     scores = timed("scores (P(alive) x2, lapse risk, 90-day purchases, spend, CLV)",
                    lambda: score_summary(summary, models, config))
     timed("explanations", lambda: explain_scores(scores))
+    timed("replenishment predictions", lambda: predict_replenishment(history, as_of, config.replenishment))
+    timed("cross-sell fit (co-occurrence)", lambda: fit_cross_sell(history, as_of, config.cross_sell))
+
+
+def cross_sell_per_member(members: int, seed: int, as_of: int) -> None:
+    history = synthetic_history(members, seed)
+    model = fit_cross_sell(history, as_of)
+    timed(f"cross-sell recommendations for {members:,} members", lambda: recommend_members(model, history, as_of))
 
 
 def write(run: ScoringRun, directory: Path) -> None:
@@ -111,6 +127,7 @@ def main() -> None:
     parser.add_argument("--members", type=int, default=1_000_000)
     parser.add_argument("--fit", type=int, default=100_000)
     parser.add_argument("--log-members", type=int, default=2_000)
+    parser.add_argument("--cross-sell-members", type=int, default=200_000)
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
     history = synthetic_history(args.members, args.seed)
@@ -123,6 +140,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="lcdp-bench-") as tmp:
         timed("write every row to scores.db", lambda: write(run, Path(tmp)))
     print(f"{'scoring run, total (pure run + store write)':<66} {time.perf_counter() - started:7.2f} s")
+    per_member = config.cross_sell_member_limit
+    print(f"(per-member cross-sell lists {'included' if args.members <= per_member else 'skipped'}: "
+          f"the default limit is {per_member:,} members)")
+    if args.cross_sell_members:
+        cross_sell_per_member(args.cross_sell_members, args.seed, as_of)
     if args.log_members:
         log_read(args.log_members)
 

@@ -10,6 +10,7 @@ import typer
 
 from loyalty_cdp.core.events import format_time, parse_time
 from loyalty_cdp.core.predictions.lapse import DEFAULT_THRESHOLD
+from loyalty_cdp.core.predictions.replenishment import ReplenishmentConfig
 from loyalty_cdp.core.predictions.scoring import ScoringConfig
 from loyalty_cdp.errors import InvalidInput
 from loyalty_cdp.settings import Settings
@@ -36,6 +37,8 @@ def score(
         DEFAULT_THRESHOLD, "--lapse-threshold", help="Lapse risk at which 'Lapse Risk Detected' fires."),
     clv_months: int = typer.Option(12, "--clv-months", help="Months of customer lifetime value."),
     monthly_discount_rate: float = typer.Option(0.01, "--discount-rate", help="CLV discount rate per month."),
+    lead_days: float = typer.Option(
+        3.0, "--replenishment-lead-days", help="Days before a predicted repurchase that its reminder is due."),
 ) -> None:
     """Fit the purchase models and score every member: p_alive, lapse_risk, expected purchases, CLV."""
     from loyalty_cdp.services.scoring import run_scoring
@@ -45,7 +48,7 @@ def score(
     if as_of_ms > now_ms:
         raise InvalidInput("as_of", f"{format_time(as_of_ms)} is in the future")
     config = ScoringConfig(clv_months=clv_months, monthly_discount_rate=monthly_discount_rate,
-                           lapse_threshold=lapse_threshold)
+                           lapse_threshold=lapse_threshold, replenishment=ReplenishmentConfig(lead_days=lead_days))
     report = run_scoring(Settings.from_env(data_dir=data_dir), as_of_ms=as_of_ms, now_ms=now_ms, config=config)
     kind = "back-test scores" if report.backtest else "scores"
     typer.echo(

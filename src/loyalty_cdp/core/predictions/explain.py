@@ -49,6 +49,7 @@ def explain_scores(scores: MemberScores) -> list[list[Reason]]:
     ratio = (scores.days_since_last_purchase / scores.usual_interval_days).tolist()
     single = (scores.orders <= 1).tolist()
     alive_percent = np.rint(scores.p_alive * 100).astype(np.int64).tolist()
+    activity = [f"{percent}% estimated chance of still being an active customer" for percent in range(101)]
     orders = scores.orders.astype(np.int64).tolist()
     tenure = np.rint(scores.days_since_first_purchase).astype(np.int64).tolist()
     expected = scores.expected_purchases.tolist()
@@ -58,7 +59,7 @@ def explain_scores(scores: MemberScores) -> list[list[Reason]]:
     for i in range(len(orders)):
         reasons = [
             _cadence(days_since[i], usual_days[i], ratio[i], single[i]),
-            {"code": "activity", "text": f"{alive_percent[i]}% estimated chance of still being an active customer"},
+            {"code": "activity", "text": activity[alive_percent[i]]},
         ]
         if not single[i]:
             reasons.append({"code": "frequency", "text": f"{orders[i]} purchases in the last {tenure[i]} days"})

@@ -87,6 +87,8 @@ class PurchaseHistory:
         return self._orders_where(members[self.order_member])
 
     def _orders_where(self, kept: NDArray[np.bool_]) -> PurchaseHistory:
+        if kept.all():
+            return self
         new_index = np.cumsum(kept) - 1
         lines = kept[self.line_order]
         return PurchaseHistory(
@@ -101,6 +103,13 @@ class PurchaseHistory:
             product_category=self.product_category,
             product_name=self.product_name,
         )
+
+    def lines_by_time(self) -> IntArray:
+        """Line positions in time order (stable); lines usually arrive that way, which costs one pass."""
+        times = self.line_time
+        if times.size < 2 or bool((times[1:] >= times[:-1]).all()):
+            return np.arange(times.size, dtype=np.int64)
+        return np.asarray(np.argsort(times, kind="stable"), dtype=np.int64)
 
     def summary(self, as_of_ms: int, time_unit_days: float) -> PurchaseSummary:
         """The BTYD summary as of ``as_of_ms``'s day; its ``member_ids`` are member codes."""

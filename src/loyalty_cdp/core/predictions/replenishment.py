@@ -109,10 +109,13 @@ def pair_history(history: PurchaseHistory, as_of_ms: int, group: str = "product"
     """Purchase days of every (member, item) pair up to ``as_of_ms``, summarised per pair."""
     history = history.until(as_of_ms)
     item, item_ids, item_category, known = _items(history, group)
-    member, item, time = history.line_member[known], item[known], history.line_time[known]
+    by_time = history.lines_by_time()
+    by_time = by_time[known[by_time]]
+    member, item, time = history.line_member[by_time], item[by_time], history.line_time[by_time]
+    # Grouped by pair, in time order within each pair (a stable sort of time-ordered lines).
+    order = np.argsort(member * max(item_ids.size, 1) + item, kind="stable")
+    member, item, time = member[order], item[order], time[order]
     day = time // DAY_MS
-    order = np.lexsort((time, item, member))
-    member, item, time, day = member[order], item[order], time[order], day[order]
     # One purchase per pair and day (the first of the day).
     first_of_day = np.ones(member.size, dtype=bool)
     first_of_day[1:] = (member[1:] != member[:-1]) | (item[1:] != item[:-1]) | (day[1:] != day[:-1])

@@ -15,6 +15,12 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from loyalty_cdp.core.predictions.crosssell import (
+    CrossSellModel,
+    fit_cross_sell,
+    member_cross_sell,
+    recommend_members,
+)
 from loyalty_cdp.core.predictions.explain import Reason, explain_scores, replenishment_reasons
 from loyalty_cdp.core.predictions.history import PurchaseHistory
 from loyalty_cdp.core.predictions.replenishment import member_replenishment, predict_replenishment
@@ -47,12 +53,18 @@ class ScoringRun:
 
     as_of_ms: int
     models: ScoringModels
+    cross_sell: CrossSellModel
+    product_ids: NDArray[np.str_]
     member_ids: NDArray[np.str_]
     targeting: NDArray[np.bool_]
     lapse_risk: NDArray[np.float64]
     p_alive: NDArray[np.float64]
     scores: list[dict[str, Any]]
     explanations: list[list[Reason]]
+
+    def artefact(self) -> dict[str, Any]:
+        """The run's models as one JSON-ready artefact (``models/<version>.json``)."""
+        return {**self.models.to_dict(), "cross_sell": self.cross_sell.to_dict(self.product_ids)}
 
     def records(self) -> Iterator[tuple[str, bool, float | None, dict[str, Any], list[Reason]]]:
         """(member id, scored for targeting, lapse risk or None, scores, explanation) per member."""
@@ -87,14 +99,29 @@ def _add_replenishment(history: PurchaseHistory, as_of_ms: int, config: ScoringC
     """Each scored member's replenishment pairs, the due ones also as a list and as reasons."""
     settings = config.replenishment
     entries = member_replenishment(predict_replenishment(history, as_of_ms, settings), history, settings.group)
-    for row, code in enumerate(member_codes.tolist()):
-        mine = entries.get(code, [])
+    for row in range(len(score_dicts)):
+        score_dicts[row]["replenishment"] = score_dicts[row]["replenishment_due"] = ()
+    row_of = {code: row for row, code in enumerate(member_codes.tolist())}
+    for code, mine in entries.items():
+        row = row_of[code]
         score_dicts[row]["replenishment"] = mine
         score_dicts[row]["replenishment_due"] = [
             {key: entry[key] for key in DUE_FIELDS if key in entry} for entry in mine if entry["due"]
         ]
-        if mine:
-            explanations[row].extend(replenishment_reasons(mine))
+        explanations[row].extend(replenishment_reasons(mine))
+
+
+def _add_cross_sell(history: PurchaseHistory, as_of_ms: int, config: ScoringConfig, member_codes: NDArray[np.int64],
+                    score_dicts: list[dict[str, Any]]) -> CrossSellModel:
+    """Fit the cross-sell model; up to ``config.cross_sell_member_limit`` scored members, put each
+    member's recommendations in their scores (their cost grows with members x products)."""
+    model = fit_cross_sell(history, as_of_ms, config.cross_sell)
+    if member_codes.size > config.cross_sell_member_limit:
+        return model
+    entries = member_cross_sell(recommend_members(model, history, as_of_ms, config.cross_sell), history)
+    for row, code in enumerate(member_codes.tolist()):
+        score_dicts[row]["cross_sell"] = entries.get(code, ())
+    return model
 
 
 def score_history(
@@ -114,7 +141,11 @@ def score_history(
     summary = scored.summary(as_of_ms, config.time_unit_days)
     models = fit_scoring_models(summary, as_of_ms, config, seed=seed)
     scores = score_summary(summary, models, config)
-    run_metrics = {**score_metrics(scores, config.lapse_threshold), "opted_out": int((has_orders & ~targeting).sum())}
+    run_metrics = {
+        **score_metrics(scores, config.lapse_threshold),
+        "opted_out": int((has_orders & ~targeting).sum()),
+        "cross_sell_per_member": bool(scores.member_codes.size <= config.cross_sell_member_limit),
+    }
     models = replace(models, metrics={**models.metrics, **run_metrics})
 
     members = np.flatnonzero(has_orders)
@@ -124,9 +155,12 @@ def score_history(
     score_dicts = _score_dicts(scores)
     explanations = explain_scores(scores)
     _add_replenishment(scored, as_of_ms, config, scores.member_codes, score_dicts, explanations)
+    cross_sell = _add_cross_sell(scored, as_of_ms, config, scores.member_codes, score_dicts)
     return ScoringRun(
         as_of_ms=as_of_ms,
         models=models,
+        cross_sell=cross_sell,
+        product_ids=history.product_ids,
         member_ids=history.member_ids[members],
         targeting=rows >= 0,
         lapse_risk=np.where(rows >= 0, scores.lapse_risk[rows], np.nan),

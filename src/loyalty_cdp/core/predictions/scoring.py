@@ -19,6 +19,7 @@ from numpy.typing import NDArray
 
 from loyalty_cdp.core.predictions.bgnbd import BgNbdModel, fit_bgnbd
 from loyalty_cdp.core.predictions.clv import customer_lifetime_value
+from loyalty_cdp.core.predictions.crosssell import CrossSellConfig
 from loyalty_cdp.core.predictions.gamma_gamma import GammaGammaModel, fit_gamma_gamma
 from loyalty_cdp.core.predictions.lapse import (
     DEFAULT_THRESHOLD,
@@ -60,6 +61,9 @@ class ScoringConfig:
     pareto_fit_sample: int = 10_000
     time_unit_days: float = 7.0
     replenishment: ReplenishmentConfig = field(default_factory=ReplenishmentConfig)
+    cross_sell: CrossSellConfig = field(default_factory=CrossSellConfig)
+    # Above this many scored members only the cross-sell model is stored, not per-member lists.
+    cross_sell_member_limit: int = 200_000
 
     def __post_init__(self) -> None:
         if isinstance(self.clv_months, bool) or not isinstance(self.clv_months, int) or self.clv_months < 1:
