@@ -8,6 +8,7 @@ from typing import Any
 
 import msgspec
 
+from loyalty_cdp.core.consent import ConsentState, Observation, Record, consent_to_builtins, record_consent
 from loyalty_cdp.core.decisioning import DecisioningConfig, parse_decisioning
 from loyalty_cdp.core.identifiers import DecodedEvent
 from loyalty_cdp.core.identity import Member
@@ -33,7 +34,7 @@ EXTENSIONS: dict[str, Any] = {
                 "sms": {"caps": [{"count": 1, "days": 7}], "quiet_hours": {"start": "21:00", "end": "09:00"}},
                 "push": {"caps": [{"count": 1, "days": 1}], "quiet_hours": {"start": "22:00", "end": "08:00"}},
                 "web": {"inbound": True},
-                "pos": {"inbound": True, "consent": "in_store_offers", "default_consent": True},
+                "pos": {"inbound": True, "consent": "profiling"},
             },
         },
         "strategies": [
@@ -106,8 +107,15 @@ def order(message_id: str, at: int, category: str = "Pet Food", total: float = 4
                  **extra)
 
 
+def consents(**granted: bool) -> dict[str, Any]:
+    """A profile's ``consent`` object as the privacy fold writes it, one explicit record per purpose."""
+    observations = [Observation(purpose, Record(value, T0, f"consent-{purpose}", "test", "member", True, T0))
+                    for purpose, value in granted.items()]
+    return consent_to_builtins(record_consent(ConsentState(), observations))
+
+
 def member(events: list[DecodedEvent], user: str = "u1", **parts: Any) -> Profile:
-    defaults: dict[str, Any] = {"consent": {"email": True, "sms": True, "push": True}}
+    defaults: dict[str, Any] = {"consent": consents(email_marketing=True, sms=True, push=True, profiling=True)}
     profile = fold(None, events, Member(id=user, identities={"user_id": [user]}))
     return msgspec.structs.replace(profile, **{**defaults, **parts})
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 import pytest
-from decisioning_support import RETAIL, config, day, facts, member, order, track
+from decisioning_support import RETAIL, config, consents, day, facts, member, order, track
 
 from loyalty_cdp.adapters.program_yaml import load_program
 from loyalty_cdp.core.decisioning import (
@@ -40,7 +40,7 @@ def _treated_member(user: str = "u1") -> str:
 def test_a_tier_upgrade_sends_the_configured_offer_with_content_and_grant() -> None:
     user = _treated_member()
     profile = member([order("o1", day(0), user=user)], user=user, loyalty=GOLD,
-                     traits={}, consent={"email": True, "push": True})
+                     traits={}, consent=consents(email_marketing=True, push=True, profiling=True))
     profile.traits.update(_traits(first_name="Ann"))
     occurrence = msgspec.structs.replace(_upgrade(), member_id=user)
     noon = day(40.5)
@@ -66,13 +66,13 @@ def _traits(**values: object) -> dict:
 
 
 def test_ineligible_and_blocked_candidates_are_recorded_with_reasons() -> None:
-    profile = member([order("o1", day(0))], loyalty={"tier": "Silver"}, consent={"email": True})
+    profile = member([order("o1", day(0))], loyalty={"tier": "Silver"}, consent=consents(email_marketing=True))
     decision = decide(CONFIG, _upgrade(), facts(profile, day(40)), [], day(40))
     assert decision.action == "none" and decision.chosen == []
     assert [c.blocked[0] for c in decision.candidates] == ["tier Silver is not one of Gold, Platinum"] * 2
-    gold = member([order("o1", day(0))], loyalty=GOLD, consent={"email": False})
+    gold = member([order("o1", day(0))], loyalty=GOLD, consent=consents(email_marketing=False))
     blocked = decide(CONFIG, _upgrade(), facts(gold, day(40)), [], day(40))
-    assert [c.blocked for c in blocked.candidates] == [["consent for push not given"], ["consent for email refused"]]
+    assert [c.blocked for c in blocked.candidates] == [["no consent for push"], ["no consent for email_marketing"]]
     assert "Nothing to send for tier-up" in blocked.reason
 
 
@@ -112,7 +112,7 @@ def test_opting_out_of_automated_decisions_uses_rules_only() -> None:
     history = [order("o1", day(0)), order("o2", day(10))]
     opted_out = member(history, segments={"at-risk": {"member": True, "since": 0, "entries": 1}},
                        scores={"propensity": {"win_back": 0.9}},
-                       consent={"email": True, "automated_decisions": {"granted": False}})
+                       consent=consents(email_marketing=True, profiling=False))
     ranked = rank_offers(CONFIG, facts(opted_out, day(40)), "web", [], day(40), "req-2")
     win_back = next(c for c in ranked.candidates if c.offer_id == "win-back")
     assert win_back.propensity_source == "rules" and "opted out" in (win_back.propensity_detail or "")

@@ -14,7 +14,8 @@ from loyalty_cdp.core.decisioning.policy import DAY_MS, ContactPolicy, in_quiet_
 
 POLICY: ContactPolicy = config().policy
 PARIS = ZoneInfo("Europe/Paris")
-CONSENTED = {"email": True, "sms": True, "push": True}
+CONSENTED = {"email_marketing": True, "sms": True, "push": True}
+PURPOSE = {"email": "email_marketing", "sms": "sms", "push": "push"}
 
 
 def paris(*parts: int) -> int:
@@ -23,14 +24,15 @@ def paris(*parts: int) -> int:
 
 def test_consent_is_required_on_outbound_channels() -> None:
     now = paris(2026, 5, 4, 12)
-    assert check_contact(POLICY, "email", "o", 0, [], now, {"email": True}, None).allowed
-    refused = check_contact(POLICY, "email", "o", 0, [], now, {"email": {"granted": False}}, None)
-    assert not refused.allowed and refused.reasons == ("consent for email refused",)
-    assert check_contact(POLICY, "sms", "o", 0, [], now, {}, None).reasons == ("consent for sms not given",)
-    # An inbound channel needs nothing unless configured; pos names a purpose granted by default.
+    assert POLICY.purpose("email") == "email_marketing" and POLICY.purpose("web") is None
+    assert check_contact(POLICY, "email", "o", 0, [], now, {"email_marketing": True}, None).allowed
+    refused = check_contact(POLICY, "email", "o", 0, [], now, {"email_marketing": False}, None)
+    assert not refused.allowed and refused.reasons == ("no consent for email_marketing",)
+    assert check_contact(POLICY, "sms", "o", 0, [], now, {}, None).reasons == ("no consent for sms",)
+    # An inbound channel needs nothing unless configured; this pos channel needs profiling.
     assert check_contact(POLICY, "web", "o", 0, [], now, {}, None).allowed
-    assert check_contact(POLICY, "pos", "o", 0, [], now, {}, None).allowed
-    assert not check_contact(POLICY, "pos", "o", 0, [], now, {"in_store_offers": False}, None).allowed
+    assert check_contact(POLICY, "pos", "o", 0, [], now, {"profiling": True}, None).allowed
+    assert not check_contact(POLICY, "pos", "o", 0, [], now, {"profiling": False}, None).allowed
     assert check_contact(POLICY, "fax", "o", 0, [], now, CONSENTED, None).reasons == ("fax is not a configured channel",)
 
 
@@ -79,26 +81,25 @@ START = paris(2026, 3, 20)
 @given(
     st.lists(st.tuples(st.integers(0, 30 * 24 * 60), st.sampled_from(CHANNELS), st.sampled_from(["a", "b", "c"])),
              min_size=1, max_size=40),
-    st.fixed_dictionaries({"email": st.sampled_from([True, False, None]), "sms": st.sampled_from([True, None]),
-                           "push": st.booleans()}),
+    st.fixed_dictionaries({"email_marketing": st.booleans(), "sms": st.booleans(), "push": st.booleans()}),
     st.sampled_from([None, *ZONES]),
     st.booleans(),
 )
-def test_a_burst_of_triggers_never_breaks_the_policy(burst: list[tuple[int, str, str]], consent: dict[str, object],
+def test_a_burst_of_triggers_never_breaks_the_policy(burst: list[tuple[int, str, str]], consent: dict[str, bool],
                                                      timezone: str | None, in_order: bool) -> None:
     """Whatever arrives, in time order or not: caps, cool-downs, quiet hours and consent hold."""
     requests = sorted(burst) if in_order else burst
     cool_down = {"a": 0.0, "b": 2.0, "c": 10.0}
     sent: list[Send] = []
     for minute, channel, offer in requests:
-        verdict = check_contact(POLICY, channel, offer, cool_down[offer], sent, START + minute * 60_000,
-                                {k: v for k, v in consent.items() if v is not None}, timezone)
+        verdict = check_contact(POLICY, channel, offer, cool_down[offer], sent, START + minute * 60_000, consent,
+                                timezone)
         if verdict.allowed and not POLICY.channels[channel].inbound:
             sent.append(Send(verdict.send_at or 0, channel, offer))
     zone = ZoneInfo(timezone or "Europe/Paris")
     for send in sent:
         rules = POLICY.channels[send.channel]
-        assert consent.get(send.channel) is True
+        assert consent[PURPOSE[send.channel]] is True
         if rules.quiet_hours is not None:
             assert not in_quiet_hours(send.at, rules.quiet_hours, zone)
         for cap in rules.caps:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 import msgspec
-from decisioning_support import config, day, facts, member, order, track
+from decisioning_support import config, consents, day, facts, member, order, track
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -71,7 +71,7 @@ def test_replenishment_is_due_lead_days_before_the_predicted_date() -> None:
     iso = {**prediction, "last_purchase_at": "2026-01-01T00:00:00Z", "next_purchase_at": "2026-01-31T00:00:00Z"}
     assert due(CONFIG.triggers, facts(member([], scores={"replenishment": [iso]}), day(29)))[0].key == \
         f"item:PET-1:{day(0)}"
-    opted_out = member([], scores={"replenishment": [prediction]}, consent={"automated_decisions": False})
+    opted_out = member([], scores={"replenishment": [prediction]}, consent=consents(profiling=False))
     assert due(CONFIG.triggers, facts(opted_out, day(29))) == []  # predictions are automated decisions
 
 

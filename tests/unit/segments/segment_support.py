@@ -6,6 +6,7 @@ from typing import Any
 
 import msgspec
 
+from loyalty_cdp.core.consent import ConsentState, Observation, Record, consent_to_builtins, record_consent
 from loyalty_cdp.core.identifiers import DecodedEvent
 from loyalty_cdp.core.identity import Member
 from loyalty_cdp.core.profile import DAY_MS, Profile, fold
@@ -47,6 +48,13 @@ def condition(raw: dict[str, Any], catalog: FieldCatalog = CATALOG) -> Any:
 
 def segments(raw: list[dict[str, Any]]) -> SegmentSet:
     return parse_segments(raw, "segments", CATALOG)
+
+
+def consents(**granted: bool) -> dict[str, Any]:
+    """A profile's ``consent`` object as the privacy fold writes it, one explicit record per purpose."""
+    observations = [Observation(purpose, Record(value, T0, f"consent-{purpose}", "test", "member", True, T0))
+                    for purpose, value in granted.items()]
+    return consent_to_builtins(record_consent(ConsentState(), observations))
 
 
 def facts(profile: Profile, as_of: int, **options: Any) -> MemberFacts:

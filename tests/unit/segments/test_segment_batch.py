@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from segment_support import condition, day, facts, order, profile_of, segments
+from segment_support import condition, consents, day, facts, order, profile_of, segments
 
 from loyalty_cdp.core.segments import MemberTable, WindowPlan, estimate_size, holds, in_sample
 from loyalty_cdp.core.segments.conditions import counts_of
@@ -31,7 +31,8 @@ def members(draw: st.DrawFn, index: int) -> Any:
                          traits={},
                          scores={"x": draw(VALUES)},
                          loyalty={"tier": draw(st.sampled_from(["Gold", "Silver", None, 3]))},
-                         consent={"email": draw(st.sampled_from([True, False, None, {"granted": True}]))},
+                         consent=draw(st.sampled_from([consents(email_marketing=True), consents(email_marketing=False), {},
+                                                       {"email_marketing": True}])),
                          segments={"vip": {"member": draw(st.booleans()), "since": 0, "entries": 1}})
     from loyalty_cdp.core.profile import Trait
     traits = {"a": draw(VALUES), "tags": draw(VALUES)}
@@ -50,7 +51,7 @@ LEAVES = st.one_of(
               st.sampled_from(["traits.a", "loyalty.tier", "traits.tags"]), st.sampled_from(["in", "not_in"]),
               st.sampled_from([["a", "Gold"], [1, 2], [True]])),
     st.builds(lambda path, flag: {"field": path, "exists": flag},
-              st.sampled_from(["traits.a", "scores.x", "consent.email", "signals.purchase.mean_interval_days"]),
+              st.sampled_from(["traits.a", "scores.x", "consent.email_marketing", "signals.purchase.mean_interval_days"]),
               st.booleans()),
     st.builds(lambda path, item: {"field": path, "contains": item},
               st.sampled_from(["traits.tags", "traits.a", "signals.affinity.category", "segments"]),

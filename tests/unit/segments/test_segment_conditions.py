@@ -65,6 +65,8 @@ def test_the_seed_example_parses_into_a_tree() -> None:
     ({"count": {"event": "Order Completed", "days": 30}, "contains": "x"}, "when.contains", "unknown operator"),
     ({"count": {"event": "Order Completed", "days": 30}, "in": ["1"]}, "when.in", "unknown operator"),
     ({"whenever": 1}, "when.whenever", "unknown key 'whenever'"),
+    ({"field": "consent.email", "eq": True}, "when.field", "expected one of email_marketing, sms"),
+    ({"field": "consent.sms.granted", "eq": True}, "when.field", "names one purpose"),
 ])
 def test_bad_conditions_are_refused_naming_the_key(raw: dict[str, object], field: str, reason: str) -> None:
     with pytest.raises(InvalidInput) as error:
@@ -100,7 +102,7 @@ def test_loyalty_paths_are_checked_against_the_summary_of_the_program() -> None:
 def test_data_keyed_maps_accept_any_key_and_aggregates() -> None:
     for raw in ("signals.affinity.category.Pet Food", "signals.channel_mix.orders.pos",
                 "signals.affinity.brand.@max", "signals.wishlist.@count", "scores.propensity.redeem",
-                "traits.address.city", "consent.email"):
+                "traits.address.city", "consent.sms"):
         assert condition({"field": raw, "exists": True}).path.text == raw
 
 

@@ -7,7 +7,7 @@ import random
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from segment_support import condition, day, facts, order, profile_of, track
+from segment_support import condition, consents, day, facts, order, profile_of, track
 
 from loyalty_cdp.core.profile import Profile
 from loyalty_cdp.core.segments import CountSpec, EventWindows, WindowPlan, holds, window_count
@@ -98,7 +98,7 @@ def test_fields_from_every_namespace() -> None:
     profile = profile_of([order("o1", day(0), "Pet Food", total=60), order("o2", day(10), "Toys", total=20)],
                          loyalty={"tier": "Gold", "points_balance": 1200, "progress": {"remaining": 300.0}},
                          scores={"lapse_risk": 0.8, "propensity": {"redeem": 0.3}},
-                         consent={"email": True, "sms": {"granted": False}, "automated_decisions": True},
+                         consent=consents(email_marketing=True, sms=False, profiling=True),
                          segments={"vip": {"member": True, "since": day(0), "entries": 1}})
     member = facts(profile, day(11))
     cases = [
@@ -106,9 +106,10 @@ def test_fields_from_every_namespace() -> None:
         ({"field": "loyalty.progress.remaining", "lte": 300}, True),
         ({"field": "scores.lapse_risk", "gte": 0.7}, True),
         ({"field": "scores.propensity.redeem", "between": [0.2, 0.4]}, True),
-        ({"field": "consent.email", "eq": True}, True),
+        ({"field": "consent.email_marketing", "eq": True}, True),
         ({"field": "consent.sms", "eq": False}, True),
-        ({"field": "consent.push", "exists": False}, True),
+        ({"field": "consent.push", "eq": False}, True),  # no record: the strict default refuses
+        ({"field": "consent.sale_sharing", "exists": True}, True),
         ({"field": "signals.affinity.category.@top", "eq": "Pet Food"}, True),
         ({"field": "signals.affinity.category", "contains": "Toys"}, True),
         ({"field": "signals.affinity.category.@count", "eq": 2}, True),
@@ -123,7 +124,7 @@ def test_fields_from_every_namespace() -> None:
 
 def test_opting_out_of_automated_decisions_hides_scores() -> None:
     profile = profile_of([order("o1", day(0), "Dog")], scores={"lapse_risk": 0.9},
-                         consent={"automated_decisions": {"granted": False}})
+                         consent=consents(profiling=False))
     member = facts(profile, day(1))
     assert not member.automated
     assert not holds(condition({"field": "scores.lapse_risk", "gte": 0.5}), member)

@@ -19,7 +19,7 @@ from typing import Any
 from loyalty_cdp.core.decisioning.config import CompiledOffer, DecisioningConfig
 from loyalty_cdp.core.decisioning.content import ContentError, member_context, render
 from loyalty_cdp.core.decisioning.holdout import assign_arm, period_label
-from loyalty_cdp.core.decisioning.offers import grant, ineligible, offer_view
+from loyalty_cdp.core.decisioning.offers import consent_path, grant, ineligible, offer_view
 from loyalty_cdp.core.decisioning.policy import Send, check_contact
 from loyalty_cdp.core.decisioning.priority import context_weight, propensity
 from loyalty_cdp.core.decisioning.records import Action, Candidate, Chosen, Decision, decision_id
@@ -55,6 +55,8 @@ def _consider(config: DecisioningConfig, offers: Sequence[CompiledOffer], channe
     wishlist_item = item if kind is PriceDropTrigger else None
     event = occurrence.event["properties"] if occurrence and occurrence.event else {}
     timezone = facts.value(TIMEZONE)
+    purposes = {config.policy.purpose(channel) for channel in channels if channel in config.policy.channels}
+    allowed = {purpose: facts.value(consent_path(purpose)) is True for purpose in purposes if purpose}
     candidates: list[Candidate] = []
     options: list[_Option] = []
     for compiled in offers:
@@ -64,7 +66,7 @@ def _consider(config: DecisioningConfig, offers: Sequence[CompiledOffer], channe
             send_at, notes = at, []
             if not blocked:
                 verdict = check_contact(config.policy, channel, offer.id, offer.cool_down_days, history, at,
-                                        facts.profile.consent, timezone if isinstance(timezone, str) else None)
+                                        allowed, timezone if isinstance(timezone, str) else None)
                 blocked = list(verdict.reasons) if not verdict.allowed else []
                 send_at, notes = verdict.send_at or at, list(verdict.reasons) if verdict.allowed else []
             content: dict[str, str] = {}

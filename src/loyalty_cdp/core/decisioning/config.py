@@ -17,9 +17,10 @@ from typing import Any
 import msgspec
 from jinja2.environment import Template
 
+from loyalty_cdp.core.consent import PURPOSES
 from loyalty_cdp.core.decisioning.content import compile_content
 from loyalty_cdp.core.decisioning.offers import BonusPoints, Mechanics, Offer, PointsMultiplier
-from loyalty_cdp.core.decisioning.policy import ContactPolicy, check_policy
+from loyalty_cdp.core.decisioning.policy import ChannelPolicy, ContactPolicy, check_policy
 from loyalty_cdp.core.decisioning.priority import PropensityRules, Strategy
 from loyalty_cdp.core.decisioning.triggers import (
     ConditionTrigger,
@@ -113,6 +114,10 @@ def _offer(offer: Offer, field: str, catalog: FieldCatalog, policy: ContactPolic
         for index, segment in enumerate(getattr(rules, key)):
             if segment not in segments.by_id:
                 raise InvalidInput(f"{field}.eligibility.{key}[{index}]", f"unknown segment {segment!r}")
+    for index, purpose in enumerate(rules.consent):
+        if purpose not in PURPOSES:
+            known = ", ".join(PURPOSES)
+            raise InvalidInput(f"{field}.eligibility.consent[{index}]", f"unknown purpose; one of {known}")
     if rules.starts and rules.ends and rules.starts > rules.ends:
         raise InvalidInput(f"{field}.eligibility.ends", "must not be before starts")
     when = parse_condition(rules.when, f"{field}.eligibility.when", catalog) if rules.when is not None else None
@@ -130,12 +135,32 @@ def _offer(offer: Offer, field: str, catalog: FieldCatalog, policy: ContactPolic
     return CompiledOffer(offer, when, score, compile_content(offer.content, f"{field}.content"))
 
 
+def _check_maps(raw: dict[str, Any]) -> None:
+    """Check the values of the section's maps one by one, so that an error names the map's key
+    (a whole-section check could only say ``channels[...]``)."""
+    policy = raw.get("contact_policy")
+    channels = policy.get("channels") if isinstance(policy, dict) else None
+    for name, channel in (channels or {}).items() if isinstance(channels, dict) else ():
+        convert(channel, ChannelPolicy, f"offers.contact_policy.channels.{name}")
+    catalog = raw.get("catalog")
+    for index, offer in enumerate(catalog if isinstance(catalog, list) else []):
+        content = offer.get("content") if isinstance(offer, dict) else None
+        for channel, parts in content.items() if isinstance(content, dict) else ():
+            where = f"offers.catalog[{index}].content.{channel}"
+            if not isinstance(parts, dict):
+                raise InvalidInput(where, "expected an object of parts (subject, body...) and their templates")
+            for part, template in parts.items():
+                if not isinstance(template, str):
+                    raise InvalidInput(f"{where}.{part}", f"expected a template (text), got {template!r}")
+
+
 def _section(raw: Any, segments: SegmentSet, catalog: FieldCatalog,
              tiers: Sequence[str]) -> tuple[OffersSection, dict[str, CompiledOffer]]:
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         raise InvalidInput("offers", "expected an object with contact_policy, propensity, strategies and catalog")
+    _check_maps(raw)
     section: OffersSection = convert(raw, OffersSection, "offers")
     check_policy(section.contact_policy, "offers.contact_policy")
     rules = section.propensity

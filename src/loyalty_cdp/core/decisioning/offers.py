@@ -20,12 +20,17 @@ from loyalty_cdp.core.events import format_time
 from loyalty_cdp.core.loyalty.program import Match
 from loyalty_cdp.core.segments.conditions import Condition
 from loyalty_cdp.core.segments.evaluate import holds
-from loyalty_cdp.core.segments.facts import MemberFacts, consent_state
+from loyalty_cdp.core.segments.facts import MemberFacts
 from loyalty_cdp.core.segments.fields import FieldPath
 
 OFFER_GRANTED = "Offer Granted"
 DAY_MS = 86_400_000
 TIER = FieldPath("loyalty", ("tier",), None, "loyalty.tier")
+
+
+def consent_path(purpose: str) -> FieldPath:
+    """The field path of a consent purpose (read through the facts, so it lands in the inputs)."""
+    return FieldPath("consent", (purpose,), None, f"consent.{purpose}")
 
 
 class _Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -115,7 +120,7 @@ def ineligible(offer: Offer, when: Condition | None, facts: MemberFacts, channel
     if excluded:
         reasons.append(f"in excluded segment {excluded[0]}")
     for purpose in rules.consent:
-        if consent_state(facts.profile.consent, purpose) is not True:
+        if facts.value(consent_path(purpose)) is not True:
             reasons.append(f"no consent for {purpose}")
     if when is not None and not holds(when, facts):
         reasons.append("its eligibility condition does not hold")

@@ -1,10 +1,12 @@
 """The contact policy: whether, and when, a member may be sent an offer on a channel.
 
-Outbound channels (email, SMS, push...) are subject to, in this order: channel consent,
-quiet hours in the member's time zone (a send that would land in them is deferred to
-their end), per-channel frequency caps, the global weekly cap across outbound channels,
-and the offer's cool-down. Inbound channels (web, app, POS: the member is present and
-asking) are subject only to the consent purpose configured for them, if any.
+Outbound channels (email, SMS, push...) are subject to, in this order: channel consent
+(the channel's purpose, ``email_marketing`` for email, must be allowed: see
+:mod:`loyalty_cdp.core.consent`), quiet hours in the member's time zone (a send that would
+land in them is deferred to their end), per-channel frequency caps, the global weekly cap
+across outbound channels, and the offer's cool-down. Inbound channels (web, app, POS: the
+member is present and asking) are subject only to the consent purpose configured for
+them, if any.
 
 A cap of ``count`` per ``days`` means that no window of ``days`` ever holds more than
 ``count`` sends, sends already scheduled in the future included: it is checked on the
@@ -16,15 +18,14 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_right, insort
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from datetime import time as clock_time
-from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
-from loyalty_cdp.core.segments.facts import consent_state
+from loyalty_cdp.core.consent import PURPOSES, purpose_for_channel
 from loyalty_cdp.errors import InvalidInput
 
 DAY_MS = 86_400_000
@@ -53,7 +54,6 @@ class QuietHours(_Config, frozen=True, kw_only=True):
 class ChannelPolicy(_Config, frozen=True, kw_only=True):
     inbound: bool = False
     consent: str | None = None
-    default_consent: bool = False
     caps: tuple[Cap, ...] = ()
     quiet_hours: QuietHours | None = None
 
@@ -74,9 +74,12 @@ class ContactPolicy(_Config, frozen=True, kw_only=True):
     channels: dict[str, ChannelPolicy] = msgspec.field(default_factory=lambda: dict(DEFAULT_CHANNELS))
 
     def purpose(self, channel: str) -> str | None:
-        """The consent purpose a channel needs: its own name for outbound channels by default."""
+        """The consent purpose a channel needs: by default the privacy part's purpose of an
+        outbound channel (``email`` -> ``email_marketing``), none for an inbound one."""
         policy = self.channels[channel]
-        return policy.consent if policy.consent is not None or policy.inbound else channel
+        if policy.consent is not None or policy.inbound:
+            return policy.consent
+        return purpose_for_channel(channel)
 
 
 class Send(msgspec.Struct, frozen=True, array_like=True):
@@ -111,6 +114,10 @@ def check_policy(policy: ContactPolicy, field: str) -> None:
         raise InvalidInput(f"{field}.channels", "name at least one channel")
     for name, channel in policy.channels.items():
         where = f"{field}.channels.{name}"
+        if channel.consent is not None and channel.consent not in PURPOSES:
+            raise InvalidInput(f"{where}.consent", f"unknown purpose; one of {', '.join(PURPOSES)}")
+        if not channel.inbound and policy.purpose(name) is None:
+            raise InvalidInput(f"{where}.consent", "an outbound channel needs the consent purpose it sends under")
         for index, cap in enumerate(channel.caps):
             if cap.count < 0 or not 0 < cap.days <= 366:
                 raise InvalidInput(f"{where}.caps[{index}]", "count must be >= 0 and days in (0, 366]")
@@ -173,20 +180,18 @@ def _cap_allows(times: list[int], send_at: int, count: int, window_ms: int) -> b
 
 
 def check_contact(policy: ContactPolicy, channel: str, offer_id: str, cool_down_days: float,
-                  history: Sequence[Send], at: int, consent: dict[str, Any], timezone: str | None) -> Verdict:
+                  history: Sequence[Send], at: int, allowed: Mapping[str, bool], timezone: str | None) -> Verdict:
     """May ``offer_id`` go to the member on ``channel`` at ``at``, given what they were sent?
 
-    ``consent`` is the profile's consent object, ``timezone`` the member's IANA zone (the
-    policy's default when None or unknown)."""
+    ``allowed`` says which consent purposes are allowed for the member
+    (:attr:`MemberFacts.allowed`), ``timezone`` is the member's IANA zone (the policy's
+    default when None or unknown)."""
     rules = policy.channels.get(channel)
     if rules is None:
         return Verdict(False, None, (f"{channel} is not a configured channel",))
     purpose = policy.purpose(channel)
-    if purpose is not None:
-        granted = consent_state(consent, purpose)
-        if not (rules.default_consent if granted is None else granted):
-            recorded = "refused" if granted is False else "not given"
-            return Verdict(False, None, (f"consent for {purpose} {recorded}",))
+    if purpose is not None and allowed.get(purpose) is not True:
+        return Verdict(False, None, (f"no consent for {purpose}",))
     if rules.inbound:
         return Verdict(True, at, ())
     notes: list[str] = []

@@ -5,7 +5,7 @@ from loyalty_cdp.core.segments.batch import MemberTable
 from loyalty_cdp.core.segments.conditions import Condition, parse_condition, time_dependent
 from loyalty_cdp.core.segments.counts import CountSpec, EventWindows, WindowPlan, window_count
 from loyalty_cdp.core.segments.evaluate import holds
-from loyalty_cdp.core.segments.facts import AUTOMATED_DECISIONS, MemberFacts, consent_state, member_segments
+from loyalty_cdp.core.segments.facts import MemberFacts, allowed_consents, member_segments
 from loyalty_cdp.core.segments.fields import FieldCatalog, FieldPath
 from loyalty_cdp.core.segments.membership import (
     SEGMENT_ENTERED,
@@ -21,7 +21,6 @@ from loyalty_cdp.core.segments.membership import (
 from loyalty_cdp.core.segments.preview import SizeEstimate, estimate_size, in_sample
 
 __all__ = [
-    "AUTOMATED_DECISIONS",
     "SEGMENT_ENTERED",
     "SEGMENT_EXITED",
     "Condition",
@@ -36,8 +35,8 @@ __all__ = [
     "SegmentSet",
     "SizeEstimate",
     "WindowPlan",
+    "allowed_consents",
     "apply_memberships",
-    "consent_state",
     "estimate_size",
     "holds",
     "in_sample",

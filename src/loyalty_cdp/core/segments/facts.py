@@ -3,8 +3,10 @@
 Built from the profile, the instant ``as_of`` (epoch ms, passed in: nothing here reads a
 clock) and, when segments count events the profile does not keep, the member's
 :class:`~loyalty_cdp.core.segments.counts.EventWindows`. Signals are computed once, on the
-first read that needs them. Every value read is remembered in ``accessed`` so a decision
-can show exactly which inputs it used.
+first read that needs them. Consent is read the way the privacy part records it
+(:mod:`loyalty_cdp.core.consent`): a purpose is allowed when the member's latest record
+grants it, or, without a record, when the regime's default policy does. Every value read is
+remembered in ``accessed`` so a decision can show exactly which inputs it used.
 """
 
 from __future__ import annotations
@@ -12,24 +14,33 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+import msgspec
+
+from loyalty_cdp.core.consent import (
+    PROFILING,
+    STRICT_POLICY,
+    ConsentState,
+    DefaultPolicy,
+    allowed_purposes,
+    consent_from_builtins,
+)
 from loyalty_cdp.core.identifiers import DecodedEvent
 from loyalty_cdp.core.profile import Profile
 from loyalty_cdp.core.segments.counts import CountSpec, EventWindows, window_count
 from loyalty_cdp.core.segments.fields import FieldPath, aggregate, resolve
 from loyalty_cdp.core.signals import SignalSettings, compute_signals
 
-AUTOMATED_DECISIONS = "automated_decisions"
 
+def allowed_consents(consent: dict[str, Any], policy: DefaultPolicy) -> dict[str, bool]:
+    """Whether each purpose is allowed for a profile's ``consent`` object under ``policy``.
 
-def consent_state(consent: dict[str, Any], purpose: str) -> bool | None:
-    """Whether ``purpose`` is granted in the profile's ``consent`` object, None when unrecorded.
-
-    A purpose's entry is either a boolean or an object whose ``granted`` is a boolean (what
-    the privacy part records, with its history beside it)."""
-    entry = consent.get(purpose)
-    if isinstance(entry, dict):
-        entry = entry.get("granted")
-    return entry if isinstance(entry, bool) else None
+    An object the privacy fold did not write reads as "nothing recorded", so only the
+    policy's defaults apply (under the strict policy: nothing is allowed)."""
+    try:
+        state = consent_from_builtins(consent)
+    except msgspec.ValidationError:
+        state = ConsentState()
+    return allowed_purposes(state, policy)
 
 
 def member_segments(profile: Profile) -> list[str]:
@@ -40,13 +51,15 @@ def member_segments(profile: Profile) -> list[str]:
 class MemberFacts:
     """One member as of ``as_of``, as conditions, triggers and offers read it.
 
-    ``automated`` False (the member opted out of automated decision-making) hides the
-    ``scores`` namespace, so nothing computed by a model can influence what they get.
+    ``consent_policy`` is the default policy of the member's regime (``policy_for("gdpr")``,
+    ``policy_for("ccpa")``; the strict policy when unknown). ``automated`` False (by default:
+    the ``profiling`` purpose, which covers automated decision-making, is not allowed) hides
+    the ``scores`` namespace, so nothing computed by a model can influence what they get.
     ``event`` is the triggering event, read by ``event.*`` paths.
     """
 
-    __slots__ = ("_signals", "_traits", "accessed", "as_of", "automated", "event", "profile",
-                 "segment_ids", "settings", "windows")
+    __slots__ = ("_allowed", "_automated", "_signals", "_traits", "accessed", "as_of", "consent_policy", "event",
+                 "profile", "segment_ids", "settings", "windows")
 
     def __init__(
         self,
@@ -59,15 +72,16 @@ class MemberFacts:
         event: DecodedEvent | None = None,
         automated: bool | None = None,
         segment_ids: Iterable[str] | None = None,
+        consent_policy: DefaultPolicy | None = None,
     ) -> None:
         self.profile = profile
         self.as_of = as_of
         self.windows = windows
         self.settings = settings
         self.event = event
-        if automated is None:
-            automated = consent_state(profile.consent, AUTOMATED_DECISIONS) is not False
-        self.automated = automated
+        self.consent_policy = consent_policy or STRICT_POLICY
+        self._automated = automated
+        self._allowed: dict[str, bool] | None = None
         self.segment_ids = sorted(segment_ids) if segment_ids is not None else member_segments(profile)
         self._signals = signals
         self._traits: dict[str, Any] | None = None
@@ -76,6 +90,20 @@ class MemberFacts:
     @property
     def member_id(self) -> str:
         return self.profile.member_id
+
+    @property
+    def allowed(self) -> dict[str, bool]:
+        """Whether each consent purpose is allowed (the latest record, else the policy's default)."""
+        if self._allowed is None:
+            self._allowed = allowed_consents(self.profile.consent, self.consent_policy)
+        return self._allowed
+
+    @property
+    def automated(self) -> bool:
+        """Whether automated decision-making (scores, predictions) may be used for this member."""
+        if self._automated is None:
+            self._automated = self.allowed[PROFILING]
+        return self._automated
 
     @property
     def signals(self) -> dict[str, Any]:
@@ -92,9 +120,10 @@ class MemberFacts:
     def with_event(self, event: DecodedEvent | None) -> MemberFacts:
         """The same facts with another triggering event (signals are shared, not recomputed)."""
         other = MemberFacts(self.profile, self.as_of, windows=self.windows, signals=self._signals,
-                            settings=self.settings, event=event, automated=self.automated,
-                            segment_ids=self.segment_ids)
+                            settings=self.settings, event=event, automated=self._automated,
+                            segment_ids=self.segment_ids, consent_policy=self.consent_policy)
         other._traits = self._traits
+        other._allowed = self._allowed
         return other
 
     def _root(self, namespace: str) -> Any:
@@ -115,7 +144,7 @@ class MemberFacts:
     def value(self, path: FieldPath) -> Any:
         """The member's value at ``path`` (None when absent), remembered in ``accessed``."""
         if path.namespace == "consent":
-            found: Any = consent_state(self.profile.consent, path.keys[0]) if len(path.keys) == 1 else None
+            found: Any = self.allowed.get(path.keys[0]) if len(path.keys) == 1 else None
         else:
             found = resolve(self._root(path.namespace), path.keys)
         if path.aggregate is not None:

@@ -1,7 +1,7 @@
 """Field paths of the condition language: parsing, checking against what exists, reading.
 
 A path names one value of a member: ``traits.first_name``, ``signals.purchase.orders_90d``,
-``loyalty.progress.remaining``, ``scores.lapse_risk``, ``consent.email``, ``segments`` (the
+``loyalty.progress.remaining``, ``scores.lapse_risk``, ``consent.sms``, ``segments`` (the
 ids of the segments the member is in) or, in trigger conditions, ``event.to_tier`` (a
 property of the triggering event). A path may end with an aggregate over a map or list:
 ``@count``, ``@sum``, ``@max``, ``@min`` or ``@top`` (the key of a map's largest value), as
@@ -20,6 +20,7 @@ from typing import Any
 
 import msgspec
 
+from loyalty_cdp.core.consent import PURPOSES
 from loyalty_cdp.core.profile import Profile
 from loyalty_cdp.core.signals import compute_signals
 from loyalty_cdp.errors import InvalidInput
@@ -86,6 +87,9 @@ class FieldCatalog:
                 raise InvalidInput(field, "'segments' is the list of the member's segment ids: use 'contains'")
         elif namespace == "event" and not self._event:
             raise InvalidInput(field, "'event' fields exist only in trigger conditions")
+        elif namespace == "consent" and (len(keys) != 1 or keys[0] not in PURPOSES or aggregate):
+            name = keys[0] if keys else ""
+            raise InvalidInput(field, f"consent.<purpose> names one purpose{_hint(name, PURPOSES)}")
         elif not keys and aggregate is None:
             raise InvalidInput(field, f"name a field under {namespace!r}, e.g. {namespace}.<key>")
         if namespace == "signals":
