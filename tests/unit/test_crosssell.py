@@ -100,9 +100,10 @@ def test_popularity_baseline_uses_the_same_rules() -> None:
 
 
 def test_bad_configuration_is_refused() -> None:
-    with pytest.raises(InvalidInput) as caught:
-        CrossSellConfig(top=0)
-    assert caught.value.field == "top"
+    for field, overrides in (("top", {"top": 0}), ("ranking", {"ranking": "random"})):
+        with pytest.raises(InvalidInput) as caught:
+            CrossSellConfig(**overrides)  # type: ignore[arg-type]
+        assert caught.value.field == field
 
 
 def test_hit_rate_on_the_next_basket_beats_popularity() -> None:

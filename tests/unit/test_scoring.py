@@ -138,6 +138,21 @@ def test_lapse_risk_finds_the_members_who_dropped_out(simulation: SimulatedHisto
     assert run.models.metrics["scored"] == run.member_ids.size
 
 
+def test_scores_carry_replenishment_and_cross_sell_lists(simulation: SimulatedHistory, run: ScoringRun) -> None:
+    due = [entry for scores in run.scores for entry in scores["replenishment_due"]]
+    assert due and all(set(entry) == {"product_id", "name", "category", "predicted_date", "lead_days"} for entry in due)
+    assert all(entry["lead_days"] <= 3 for entry in due)
+    with_due = next(i for i, scores in enumerate(run.scores) if scores["replenishment_due"])
+    assert any(reason["code"] == "replenishment_due" for reason in run.explanations[with_due])
+    assert all(len(scores["cross_sell"]) == 10 for scores in run.scores)
+    assert run.artefact()["cross_sell"]["neighbours"]
+    assert run.models.metrics["cross_sell_per_member"] is True
+    as_of = simulation.start_ms + 150 * DAY_MS
+    limited = score_history(simulation.history, as_of, ScoringConfig(cross_sell_member_limit=100))
+    assert all("cross_sell" not in scores for scores in limited.scores)
+    assert limited.models.metrics["cross_sell_per_member"] is False
+
+
 def test_a_run_only_reads_orders_up_to_its_date(simulation: SimulatedHistory) -> None:
     as_of = simulation.start_ms + 150 * DAY_MS
     full = score_history(simulation.history, as_of, ScoringConfig())
