@@ -18,7 +18,19 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from loyalty_cdp.cli import audit, config, destinations, importer, keys, replay, report, score, serve, simulate
+    from loyalty_cdp.cli import (
+        audit,
+        config,
+        destinations,
+        importer,
+        keys,
+        privacy,
+        replay,
+        report,
+        score,
+        serve,
+        simulate,
+    )
 
     app.command("serve")(serve.serve)
     app.add_typer(keys.app, name="keys")
@@ -29,6 +41,7 @@ def _register() -> None:
     app.add_typer(config.app, name="config")
     app.add_typer(report.app, name="report")
     app.add_typer(audit.app, name="audit")
+    app.add_typer(privacy.app, name="privacy")
     app.add_typer(destinations.app, name="destinations")
 
 

@@ -313,6 +313,12 @@ class Processor:
             if member is None:
                 return None
             self._log.delete_member(member.identities.get(USER_ID, []), member.identities.get(ANONYMOUS_ID, []))
+            users = set(member.identities.get(USER_ID, []))
+            grants = [key for key in self._budgets.grants if key.split("\x1f")[1] in users]
+            if grants:  # campaign budgets keep what was spent, and forget who it was granted to
+                for key in grants:
+                    del self._budgets.grants[key]
+                self._store.commit(Changes(offset=self.offset, shared=_encode(self._budgets)))
             self._store.erase_member(member_id)
             self._graph.remove(member_id)
             self.view.profiles.pop(member_id, None)
@@ -342,12 +348,14 @@ def _consent(profile: Profile) -> ConsentState:
 
 def _history(resolution: Resolution, events: list[DecodedEvent]) -> list[IdentityRecord]:
     """The batch's merges, first links and rejected links, filed under the final member ids."""
-    final = resolution.renamed
+    # Each record goes to the final member of the event that made it: a member created and then
+    # merged or renamed within the batch has an id that no longer exists once the batch ends.
+    final = {e.message_id: member for e, member in zip(events, resolution.assignments, strict=True) if member}
     when = {e.message_id: e.timestamp for e in events} if resolution.rejections else {}
-    records = [IdentityRecord(final.get(m.into_id, m.into_id), "merge", m.message_id, m.timestamp, m.kind, m.value,
-                              other_id=m.from_id) for m in resolution.merges]
-    records += [IdentityRecord(final.get(link.member_id, link.member_id), "link", link.message_id, link.timestamp,
+    records = [IdentityRecord(final.get(m.message_id, m.into_id), "merge", m.message_id, m.timestamp, m.kind,
+                              m.value, other_id=m.from_id) for m in resolution.merges]
+    records += [IdentityRecord(final.get(link.message_id, link.member_id), "link", link.message_id, link.timestamp,
                                link.kind, link.value) for link in resolution.links]
-    records += [IdentityRecord(final.get(r.member_id, r.member_id), "rejected", r.message_id, when[r.message_id],
+    records += [IdentityRecord(final.get(r.message_id, r.member_id), "rejected", r.message_id, when[r.message_id],
                                r.kind, r.value, reason=r.reason) for r in resolution.rejections]
     return records
