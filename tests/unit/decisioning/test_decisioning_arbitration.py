@@ -160,7 +160,7 @@ def test_content_that_fails_for_this_member_blocks_only_that_candidate() -> None
 def test_the_retail_program_end_to_end_for_a_replenishment_and_a_price_drop() -> None:
     retail = DecisioningBook.from_book(load_program(RETAIL)).latest
     prediction = {"product_id": "PET-1", "name": "Dry Dog Food 12kg", "category": "Pet Food",
-                  "last_purchase_at": day(0), "next_purchase_at": day(30)}
+                  "last_purchase": "2026-01-01", "predicted_date": "2026-01-31"}
     wished = track("w1", day(0), "Product Added to Wishlist", "web", "u1", product_id="HOM-2", name="Linen throw",
                    category="Home", price=60)
     profile = member([order("o1", day(0)), wished], scores={"replenishment": [prediction]}, traits={})

@@ -58,19 +58,24 @@ def test_a_condition_trigger_fires_once_per_lapse_episode() -> None:
 
 def test_replenishment_is_due_lead_days_before_the_predicted_date() -> None:
     """The dog-food buyer on a 30-day cycle hears from us on day 28."""
-    prediction = {"product_id": "PET-1", "name": "Dry Dog Food 12kg", "category": "Pet Food",
-                  "last_purchase_at": day(0), "next_purchase_at": day(30)}
+    prediction = {"product_id": "PET-1", "name": "Dry Dog Food 12kg", "category": "Pet Food", "interval_days": 30.0,
+                  "purchases": 4, "last_purchase": "2026-01-01", "predicted_date": "2026-01-31", "due": False}
     profile = member([order("o1", day(0))], scores={"replenishment": [prediction, {"product_id": 3}]})
     assert due(CONFIG.triggers, facts(profile, day(27.9))) == []
     assert next_due_at(CONFIG.triggers, facts(profile, day(20))) == day(28)
     fired = due(CONFIG.triggers, facts(profile, day(28)))
     assert [(o.trigger_id, o.key, o.at) for o in fired] == [("refill", f"item:PET-1:{day(0)}", day(28))]
     assert fired[0].item == {"product_id": "PET-1", "name": "Dry Dog Food 12kg", "category": "Pet Food",
-                             "due_at": "2026-01-31", "days_left": 2, "last_purchase_at": day(0)}
+                             "due_at": "2026-01-31", "days_left": 2, "last_purchase": "2026-01-01"}
     assert due(CONFIG.triggers, facts(profile, day(37))) == []  # expired 7 days after the date
-    iso = {**prediction, "last_purchase_at": "2026-01-01T00:00:00Z", "next_purchase_at": "2026-01-31T00:00:00Z"}
-    assert due(CONFIG.triggers, facts(member([], scores={"replenishment": [iso]}), day(29)))[0].key == \
+    in_ms = {**prediction, "last_purchase": day(0), "predicted_date": day(30)}
+    assert due(CONFIG.triggers, facts(member([], scores={"replenishment": [in_ms]}), day(29)))[0].key == \
         f"item:PET-1:{day(0)}"
+    per_category = {"category": "Pet Food", "last_purchase": "2026-01-01", "predicted_date": "2026-01-31"}
+    (category,) = due(CONFIG.triggers, facts(member([], scores={"replenishment": [per_category]}), day(29)))
+    assert category.key == f"item:Pet Food:{day(0)}" and category.item["name"] == "Pet Food"  # type: ignore[index]
+    from_store = facts(member([]), day(29), scores={"replenishment": [prediction]})  # scores kept beside the profile
+    assert [o.trigger_id for o in due(CONFIG.triggers, from_store)] == ["refill"]
     opted_out = member([], scores={"replenishment": [prediction]}, consent=consents(profiling=False))
     assert due(CONFIG.triggers, facts(opted_out, day(29))) == []  # predictions are automated decisions
 

@@ -33,7 +33,8 @@ VARIABLES: dict[str, str] = {
     "spend_to_next_tier": "spend still needed for the next tier (when the metric is qualifying_spend)",
     "favourite_category": "the category with the largest share of the member's purchase affinity",
     "favourite_brand": "the brand with the largest share of the member's purchase affinity",
-    "running_low": "the product running low: product_id, name, category, due_at (date), days_left",
+    "running_low": "the product running low: product_id, name, category, due_at (date), days_left, "
+                   "last_purchase (date)",
     "wishlist_item": "the wishlisted product whose price dropped: product_id, name, category, old_price, "
                      "new_price, drop_percent",
     "offer": "the offer: id, name, multiplier, bonus_points, valid_until (date), categories, brands",
@@ -47,7 +48,7 @@ SPECIMEN: dict[str, Any] = {
     "points_to_next_tier": None, "spend_to_next_tier": 250.0, "favourite_category": "Pet Food",
     "favourite_brand": "Northroast",
     "running_low": {"product_id": "PET-00001", "name": "Dog food 12kg", "category": "Pet Food",
-                    "due_at": "2026-07-30", "days_left": 2},
+                    "due_at": "2026-07-30", "days_left": 2, "last_purchase": "2026-07-02"},
     "wishlist_item": {"product_id": "HOM-00002", "name": "Linen throw", "category": "Home", "old_price": 60.0,
                       "new_price": 45.0, "drop_percent": 25.0},
     "offer": {"id": "specimen", "name": "Double points", "multiplier": 2.0, "bonus_points": 200,

@@ -9,7 +9,8 @@ Five kinds, declared in the program file's ``triggers:`` section:
 * ``condition``: a condition over the member becomes true (lapse risk above a threshold,
   lifecycle stage at risk), once per value of ``once_per`` (by default the time of the last
   order: one win-back per lapse episode, however often the condition is re-evaluated);
-* ``replenishment_due``: ``lead_days`` before a predicted repurchase date;
+* ``replenishment_due``: ``lead_days`` before a predicted repurchase date (the scoring job's
+  ``scores.replenishment``);
 * ``price_drop``: a ``Product Price Changed`` event lowers the price of a product the
   member has on their wishlist (by at least ``min_drop_percent`` from the price they saw).
 
@@ -206,24 +207,33 @@ def _instant(value: Any) -> int | None:
     return None
 
 
+def _item_key(item: dict[str, Any]) -> str | None:
+    """What a prediction is about: its product, or its category when predictions are per category."""
+    key = item.get("product_id") or item.get("category")
+    return key if isinstance(key, str) and key else None
+
+
 def _predictions(rule: TriggerRule, facts: MemberFacts) -> list[tuple[dict[str, Any], int, int]]:
-    """(item, next purchase, last purchase) of each usable prediction at the rule's source."""
+    """(item, predicted purchase, last purchase) of each usable prediction at the rule's source.
+
+    The predictions are the scoring job's (``docs/models.md``): ``predicted_date`` and
+    ``last_purchase`` are ISO dates (a time, or epoch milliseconds, is accepted too)."""
     assert rule.path is not None
     listed = facts.value(rule.path)
     found = []
     for item in listed if isinstance(listed, list) else []:
-        if not isinstance(item, dict) or not isinstance(item.get("product_id"), str):
+        if not isinstance(item, dict) or _item_key(item) is None:
             continue
-        upcoming, last = _instant(item.get("next_purchase_at")), _instant(item.get("last_purchase_at"))
+        upcoming, last = _instant(item.get("predicted_date")), _instant(item.get("last_purchase"))
         if upcoming is not None and last is not None and last < upcoming:
             found.append((item, upcoming, last))
     return found
 
 
 def _running_low(item: dict[str, Any], upcoming: int, last: int, as_of: int) -> dict[str, Any]:
-    return {"product_id": item["product_id"], "name": item.get("name"), "category": item.get("category"),
-            "due_at": iso_date(upcoming), "days_left": max(0, round((upcoming - as_of) / DAY_MS)),
-            "last_purchase_at": last}
+    return {"product_id": item.get("product_id"), "name": item.get("name") or item.get("category"),
+            "category": item.get("category"), "due_at": iso_date(upcoming),
+            "days_left": max(0, round((upcoming - as_of) / DAY_MS)), "last_purchase": iso_date(last)}
 
 
 def due(rules: Sequence[TriggerRule], facts: MemberFacts) -> list[Occurrence]:
@@ -246,7 +256,7 @@ def due(rules: Sequence[TriggerRule], facts: MemberFacts) -> list[Occurrence]:
                 if rule.when is not None and not holds(rule.when, facts):
                     continue
                 found.append(Occurrence(trigger_id=config.id, member_id=facts.member_id,
-                                        key=f"item:{item['product_id']}:{last}", at=upcoming - lead,
+                                        key=f"item:{_item_key(item)}:{last}", at=upcoming - lead,
                                         item=_running_low(item, upcoming, last, facts.as_of)))
     return found
 

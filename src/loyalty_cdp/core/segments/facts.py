@@ -55,11 +55,12 @@ class MemberFacts:
     ``policy_for("ccpa")``; the strict policy when unknown). ``automated`` False (by default:
     the ``profiling`` purpose, which covers automated decision-making, is not allowed) hides
     the ``scores`` namespace, so nothing computed by a model can influence what they get.
-    ``event`` is the triggering event, read by ``event.*`` paths.
+    ``event`` is the triggering event, read by ``event.*`` paths. ``scores`` are the member's
+    scores when they are kept beside the profile (the score store), else ``profile.scores``.
     """
 
     __slots__ = ("_allowed", "_automated", "_signals", "_traits", "accessed", "as_of", "consent_policy", "event",
-                 "profile", "segment_ids", "settings", "windows")
+                 "profile", "scores", "segment_ids", "settings", "windows")
 
     def __init__(
         self,
@@ -73,8 +74,10 @@ class MemberFacts:
         automated: bool | None = None,
         segment_ids: Iterable[str] | None = None,
         consent_policy: DefaultPolicy | None = None,
+        scores: dict[str, Any] | None = None,
     ) -> None:
         self.profile = profile
+        self.scores = profile.scores if scores is None else scores
         self.as_of = as_of
         self.windows = windows
         self.settings = settings
@@ -121,7 +124,7 @@ class MemberFacts:
         """The same facts with another triggering event (signals are shared, not recomputed)."""
         other = MemberFacts(self.profile, self.as_of, windows=self.windows, signals=self._signals,
                             settings=self.settings, event=event, automated=self._automated,
-                            segment_ids=self.segment_ids, consent_policy=self.consent_policy)
+                            segment_ids=self.segment_ids, consent_policy=self.consent_policy, scores=self.scores)
         other._traits = self._traits
         other._allowed = self._allowed
         return other
@@ -134,7 +137,7 @@ class MemberFacts:
         if namespace == "loyalty":
             return self.profile.loyalty
         if namespace == "scores":
-            return self.profile.scores if self.automated else None
+            return self.scores if self.automated else None
         if namespace == "event":
             return self.event.properties if self.event is not None else None
         if namespace == "segments":
