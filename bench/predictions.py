@@ -75,9 +75,11 @@ def synthetic_history(members: int, seed: int) -> PurchaseHistory:
         member_ids=np.array([f"M{i:09d}" for i in range(members)], dtype=np.str_),
         order_member=member, order_time=time_ms, order_total=total,
         line_order=line_order, line_product=product, line_quantity=np.ones(line_order.size),
+        line_discount=np.where(rng.random(line_order.size) < 0.2, 1.0, 0.0),
         product_ids=np.array([f"P{i:05d}" for i in range(PRODUCTS)], dtype=np.str_),
         product_category=np.array([f"C{i % 40:02d}" for i in range(PRODUCTS)], dtype=np.str_),
         product_name=np.array([f"Product {i}" for i in range(PRODUCTS)], dtype=np.str_),
+        product_brand=np.array([f"B{i % 120:03d}" for i in range(PRODUCTS)], dtype=np.str_),
     )
 
 

@@ -55,8 +55,10 @@ class PurchaseHistory:
     """Orders (one row each) and their product lines, with member and product code tables.
 
     ``order_member[i]`` indexes ``member_ids``; ``line_order[j]`` indexes the orders and
-    ``line_product[j]`` indexes ``product_ids`` (``product_category`` and ``product_name`` give
-    each product's category and name, ``""`` when unknown). Times are epoch milliseconds (UTC).
+    ``line_product[j]`` indexes ``product_ids`` (``product_category``, ``product_name`` and
+    ``product_brand`` describe each product, ``""`` when unknown); ``line_discount`` is the
+    amount taken off the line (``products[].discount``, 0 without one). Times are epoch
+    milliseconds (UTC).
     """
 
     member_ids: NDArray[np.str_]
@@ -66,9 +68,11 @@ class PurchaseHistory:
     line_order: IntArray
     line_product: IntArray
     line_quantity: FloatArray
+    line_discount: FloatArray
     product_ids: NDArray[np.str_]
     product_category: NDArray[np.str_]
     product_name: NDArray[np.str_]
+    product_brand: NDArray[np.str_]
 
     @property
     def line_member(self) -> IntArray:
@@ -99,9 +103,11 @@ class PurchaseHistory:
             line_order=new_index[self.line_order[lines]],
             line_product=self.line_product[lines],
             line_quantity=self.line_quantity[lines],
+            line_discount=self.line_discount[lines],
             product_ids=self.product_ids,
             product_category=self.product_category,
             product_name=self.product_name,
+            product_brand=self.product_brand,
         )
 
     def lines_by_time(self) -> IntArray:
@@ -128,6 +134,7 @@ class HistoryBuilder:
         self._products: dict[str, int] = {}
         self._categories: list[str] = []
         self._names: list[str] = []
+        self._brands: list[str] = []
         self._orders_seen: set[tuple[int, str]] = set()
         self._order_member: list[int] = []
         self._order_time: list[int] = []
@@ -135,6 +142,7 @@ class HistoryBuilder:
         self._line_order: list[int] = []
         self._line_product: list[int] = []
         self._line_quantity: list[float] = []
+        self._line_discount: list[float] = []
 
     def add_order(self, member_id: str, timestamp_ms: int, properties: dict[str, Any]) -> bool:
         """Record one ``Order Completed``; False when it repeats an order id of the member."""
@@ -161,17 +169,21 @@ class HistoryBuilder:
         product = self._products.get(product_key)
         category = _key(line.get("category")) or ""
         name = _key(line.get("name")) or ""
+        brand = _key(line.get("brand")) or ""
         if product is None:
             product = self._products[product_key] = len(self._products)
             self._categories.append(category)
             self._names.append(name)
+            self._brands.append(brand)
         else:
             self._categories[product] = self._categories[product] or category
             self._names[product] = self._names[product] or name
+            self._brands[product] = self._brands[product] or brand
         quantity = amount(line.get("quantity"))
         self._line_order.append(order)
         self._line_product.append(product)
         self._line_quantity.append(1.0 if quantity is None or quantity <= 0 else quantity)
+        self._line_discount.append(max(amount(line.get("discount")) or 0.0, 0.0))
 
     def build(self) -> PurchaseHistory:
         return PurchaseHistory(
@@ -182,7 +194,9 @@ class HistoryBuilder:
             line_order=np.array(self._line_order, dtype=np.int64),
             line_product=np.array(self._line_product, dtype=np.int64),
             line_quantity=np.array(self._line_quantity, dtype=np.float64),
+            line_discount=np.array(self._line_discount, dtype=np.float64),
             product_ids=np.array(list(self._products), dtype=np.str_),
             product_category=np.array(self._categories, dtype=np.str_),
             product_name=np.array(self._names, dtype=np.str_),
+            product_brand=np.array(self._brands, dtype=np.str_),
         )

@@ -23,6 +23,7 @@ from loyalty_cdp.core.predictions.crosssell import (
 )
 from loyalty_cdp.core.predictions.explain import Reason, explain_scores, replenishment_reasons
 from loyalty_cdp.core.predictions.history import PurchaseHistory
+from loyalty_cdp.core.predictions.personas import PersonaConfig, assign_personas, persona_signals
 from loyalty_cdp.core.predictions.replenishment import member_replenishment, predict_replenishment
 from loyalty_cdp.core.predictions.scoring import (
     MemberScores,
@@ -156,6 +157,10 @@ def score_history(
     explanations = explain_scores(scores)
     _add_replenishment(scored, as_of_ms, config, scores.member_codes, score_dicts, explanations)
     cross_sell = _add_cross_sell(scored, as_of_ms, config, scores.member_codes, score_dicts)
+    personas = PersonaConfig(lapse_threshold=config.lapse_threshold)
+    for row, (primary, matches) in enumerate(assign_personas(persona_signals(scored, as_of_ms), scores, personas)):
+        score_dicts[row]["persona"] = primary
+        score_dicts[row]["personas"] = matches
     return ScoringRun(
         as_of_ms=as_of_ms,
         models=models,
