@@ -216,8 +216,8 @@ def _pick(scores: FloatArray, category: IntArray, config: CrossSellConfig) -> tu
         taken[every_row[allowed], group[allowed]] += 1
         keep[:, column] = allowed
     keep &= np.cumsum(keep, axis=1) <= config.top
-    row, column = np.nonzero(keep)
-    return row.astype(np.int64), shortlist[row, column].astype(np.int64)
+    kept_row, kept_column = np.nonzero(keep)
+    return kept_row.astype(np.int64), shortlist[kept_row, kept_column].astype(np.int64)
 
 
 def _because(partners: _Partners, held_row: IntArray, held_product: IntArray, rows: int, row: IntArray,
