@@ -3,11 +3,12 @@
 Run:  .venv/bin/python bench/segments.py [--members 1000000] [--base 2000] [--days 365] [--seed 1]
 
 Simulates ``--base`` members for ``--days`` days with the simulator, folds each into a
-profile (and runs the loyalty engine of the shipped retail program on it, so ``loyalty``
-paths hold real tiers and balances), and records the event windows the retail segments'
-counts need. The population of ``--members`` is those profiles cloned under distinct member
-ids, streamed: nothing is cached between clones, so every member costs what a real one
-would. Reported, for the segments of ``programs/retail.yaml``:
+profile, runs the loyalty engine of the shipped retail program on it and keeps its state
+encoded in the profile as the processor does (conditions read it through a
+``LoyaltyReader``), and records the event windows the retail segments' counts need. The
+population of ``--members`` is those profiles cloned under distinct member ids, streamed:
+nothing is cached between clones, so every member costs what a real one would. Reported,
+for the segments of ``programs/retail.yaml``:
 
 * the one linear pass building the member table (facts, signals, windows: every field and
   count the segments read), then the vectorised evaluation of every segment over it;
@@ -25,18 +26,27 @@ import time
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 import msgspec
 
 from loyalty_cdp.adapters.program_yaml import load_program
+from loyalty_cdp.core.consent import ConsentState, Observation, Record, consent_to_builtins, record_consent
 from loyalty_cdp.core.decisioning import DecisioningBook, Occurrence, decide, rank_offers
 from loyalty_cdp.core.events import normalise, parse_time
 from loyalty_cdp.core.identifiers import DecodedEvent, decode_event
 from loyalty_cdp.core.identity import Member
-from loyalty_cdp.core.loyalty import LoyaltyEngine, from_event, loyalty_summary
+from loyalty_cdp.core.loyalty import LoyaltyEngine, encode, from_event
 from loyalty_cdp.core.profile import Profile, fold
-from loyalty_cdp.core.segments import EventWindows, MemberFacts, MemberTable, update_memberships
+from loyalty_cdp.core.segments import (
+    EventWindows,
+    LoyaltyReader,
+    MemberFacts,
+    MemberTable,
+    loyalty_keys,
+    update_memberships,
+)
 from loyalty_cdp.simulator.generator import simulate
 
 # Wall time depends on what else the machine runs; CPU time of this process is reported beside it.
@@ -64,7 +74,7 @@ def base_population(members: int, days: int, seed: int) -> tuple[list[Profile], 
         inputs = [found for event in events if (found := from_event(records[event.message_id])) is not None]
         engine.apply(state, inputs)
         profile = fold(None, events, Member(id=user, identities={"user_id": [user]}))
-        profiles.append(msgspec.structs.replace(profile, loyalty=loyalty_summary(book, state, as_of)))
+        profiles.append(msgspec.structs.replace(profile, loyalty={"state": encode(state)}))
         histories.append(events)
     return profiles, histories, as_of
 
@@ -76,7 +86,10 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=365)
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
-    segments = DecisioningBook.from_book(load_program(RETAIL)).latest.segments
+    book = load_program(RETAIL)
+    segments = DecisioningBook.from_book(book).latest.segments
+    conditions = [definition.condition for definition in segments.definitions]
+    reader = LoyaltyReader(book, loyalty_keys(conditions))
     started = time.perf_counter()
     profiles, histories, as_of = base_population(args.base, args.days, args.seed)
     windows = [segments.plan.record(None, events) for events in histories]
@@ -90,9 +103,9 @@ def main() -> None:
         for index in range(args.members):
             base: Profile = profiles[index % count]
             found: EventWindows = windows[index % count]
-            yield MemberFacts(replace(base, member_id=f"m{index}"), as_of, windows=found)
+            clone = replace(base, member_id=f"m{index}")
+            yield MemberFacts(clone, as_of, windows=found, loyalty=partial(reader, clone.loyalty["state"], as_of))
 
-    conditions = [definition.condition for definition in segments.definitions]
     started, cpu = time.perf_counter(), time.process_time()
     table = MemberTable.build(population(), conditions)
     built, built_cpu = time.perf_counter() - started, time.process_time() - cpu
@@ -109,20 +122,25 @@ def main() -> None:
     timings: list[tuple[float, float]] = []
     for profile, found in zip(profiles, windows, strict=True):
         with _timed(timings):
-            update_memberships(segments, MemberFacts(profile, as_of, windows=found))
+            loyalty = partial(reader, profile.loyalty["state"], as_of)
+            update_memberships(segments, MemberFacts(profile, as_of, windows=found, loyalty=loyalty))
     print(f"incremental: every segment for one changed member, memberships moved: {_spread(timings)}")
-    config = DecisioningBook.from_book(load_program(RETAIL)).latest
-    consented = {"email": True, "sms": True, "push": True}
+    config = DecisioningBook.from_book(book).latest
+    summary = LoyaltyReader(book)
+    consented = consent_to_builtins(record_consent(ConsentState(), [
+        Observation(purpose, Record(True, 0, f"bench-{purpose}", "bench", "member", True, 0))
+        for purpose in ("email_marketing", "sms", "push", "profiling")]))
     ranked: list[tuple[float, float]] = []
     decided: list[tuple[float, float]] = []
     for index, profile in enumerate(profiles):
         member = msgspec.structs.replace(profile, consent=consented)
+        loyalty = partial(summary, member.loyalty["state"], as_of)
         with _timed(ranked):
-            rank_offers(config, MemberFacts(member, as_of), "web", [], as_of, f"bench-{index}")
+            rank_offers(config, MemberFacts(member, as_of, loyalty=loyalty), "web", [], as_of, f"bench-{index}")
         upgrade = Occurrence(trigger_id="tier-upgrade-welcome", member_id=member.member_id, key=f"event:{index}",
                              at=as_of, event={"name": "Tier Upgraded", "message_id": str(index), "properties": {}})
         with _timed(decided):
-            decide(config, upgrade, MemberFacts(member, as_of), [], as_of)
+            decide(config, upgrade, MemberFacts(member, as_of, loyalty=loyalty), [], as_of)
     print(f"arbitration, retail catalog: rank_offers for web {_spread(ranked)}; "
           f"decide a tier upgrade {_spread(decided)}")
 

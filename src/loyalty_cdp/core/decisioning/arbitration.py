@@ -71,7 +71,7 @@ def _consider(config: DecisioningConfig, offers: Sequence[CompiledOffer], channe
                 send_at, notes = verdict.send_at or at, list(verdict.reasons) if verdict.allowed else []
             content: dict[str, str] = {}
             if not blocked:
-                context = member_context(facts.traits, facts.profile.loyalty, facts.signals, running_low,
+                context = member_context(facts.traits, facts.loyalty, facts.signals, running_low,
                                          wishlist_item, offer_view(offer, send_at, item), event, channel)
                 try:
                     content = render(compiled.content[channel], context, f"{offer.id}.content.{channel}")

@@ -7,6 +7,7 @@ from loyalty_cdp.core.segments.counts import CountSpec, EventWindows, WindowPlan
 from loyalty_cdp.core.segments.evaluate import holds
 from loyalty_cdp.core.segments.facts import MemberFacts, allowed_consents, member_segments
 from loyalty_cdp.core.segments.fields import FieldCatalog, FieldPath
+from loyalty_cdp.core.segments.loyalty import LoyaltyReader, loyalty_keys
 from loyalty_cdp.core.segments.membership import (
     SEGMENT_ENTERED,
     SEGMENT_EXITED,
@@ -28,6 +29,7 @@ __all__ = [
     "EventWindows",
     "FieldCatalog",
     "FieldPath",
+    "LoyaltyReader",
     "MemberFacts",
     "MemberTable",
     "MembershipUpdate",
@@ -40,6 +42,7 @@ __all__ = [
     "estimate_size",
     "holds",
     "in_sample",
+    "loyalty_keys",
     "member_segments",
     "parse_condition",
     "parse_segment",

@@ -11,7 +11,7 @@ remembered in ``accessed`` so a decision can show exactly which inputs it used.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import msgspec
@@ -57,10 +57,13 @@ class MemberFacts:
     the ``scores`` namespace, so nothing computed by a model can influence what they get.
     ``event`` is the triggering event, read by ``event.*`` paths. ``scores`` are the member's
     scores when they are kept beside the profile (the score store), else ``profile.scores``.
+    ``loyalty`` is the member's loyalty object (``loyalty_summary`` at ``as_of``), or a
+    function computing it when first read (see
+    :class:`~loyalty_cdp.core.segments.loyalty.LoyaltyReader`); by default ``profile.loyalty``.
     """
 
-    __slots__ = ("_allowed", "_automated", "_signals", "_traits", "accessed", "as_of", "consent_policy", "event",
-                 "profile", "scores", "segment_ids", "settings", "windows")
+    __slots__ = ("_allowed", "_automated", "_loyalty", "_signals", "_traits", "accessed", "as_of", "consent_policy",
+                 "event", "profile", "scores", "segment_ids", "settings", "windows")
 
     def __init__(
         self,
@@ -75,9 +78,11 @@ class MemberFacts:
         segment_ids: Iterable[str] | None = None,
         consent_policy: DefaultPolicy | None = None,
         scores: dict[str, Any] | None = None,
+        loyalty: dict[str, Any] | Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self.profile = profile
         self.scores = profile.scores if scores is None else scores
+        self._loyalty = profile.loyalty if loyalty is None else loyalty
         self.as_of = as_of
         self.windows = windows
         self.settings = settings
@@ -109,6 +114,12 @@ class MemberFacts:
         return self._automated
 
     @property
+    def loyalty(self) -> dict[str, Any]:
+        if callable(self._loyalty):
+            self._loyalty = self._loyalty()
+        return self._loyalty
+
+    @property
     def signals(self) -> dict[str, Any]:
         if self._signals is None:
             self._signals = compute_signals(self.profile, self.as_of, self.settings)
@@ -124,7 +135,8 @@ class MemberFacts:
         """The same facts with another triggering event (signals are shared, not recomputed)."""
         other = MemberFacts(self.profile, self.as_of, windows=self.windows, signals=self._signals,
                             settings=self.settings, event=event, automated=self._automated,
-                            segment_ids=self.segment_ids, consent_policy=self.consent_policy, scores=self.scores)
+                            segment_ids=self.segment_ids, consent_policy=self.consent_policy, scores=self.scores,
+                            loyalty=self._loyalty)
         other._traits = self._traits
         other._allowed = self._allowed
         return other
@@ -135,7 +147,7 @@ class MemberFacts:
         if namespace == "traits":
             return self.traits
         if namespace == "loyalty":
-            return self.profile.loyalty
+            return self.loyalty
         if namespace == "scores":
             return self.scores if self.automated else None
         if namespace == "event":
