@@ -25,6 +25,8 @@ from loyalty_cdp.core.predictions.pareto_nbd import (
     fit_pareto_nbd,
     pareto_nbd_log_likelihood,
 )
+from loyalty_cdp.core.predictions.personas import PersonaConfig, assign_personas, persona_signals
+from loyalty_cdp.core.predictions.propensity import PropensityModel, category_rows, fit_propensity
 from loyalty_cdp.core.predictions.replenishment import (
     ReplenishmentConfig,
     ReplenishmentPredictions,
@@ -49,6 +51,8 @@ __all__ = [
     "HistoryBuilder",
     "MemberScores",
     "ParetoNbdModel",
+    "PersonaConfig",
+    "PropensityModel",
     "PurchaseHistory",
     "PurchaseModel",
     "PurchaseSummary",
@@ -58,7 +62,9 @@ __all__ = [
     "ScoringConfig",
     "ScoringModels",
     "ScoringRun",
+    "assign_personas",
     "bgnbd_log_likelihood",
+    "category_rows",
     "check_rfm",
     "customer_lifetime_value",
     "explain_scores",
@@ -66,12 +72,14 @@ __all__ = [
     "fit_cross_sell",
     "fit_gamma_gamma",
     "fit_pareto_nbd",
+    "fit_propensity",
     "fit_scoring_models",
     "gamma_gamma_log_likelihood",
     "lapse_risk",
     "lapse_risk_call",
     "last_interval_baseline",
     "pareto_nbd_log_likelihood",
+    "persona_signals",
     "predict_replenishment",
     "recommend_members",
     "recommend_popular",
