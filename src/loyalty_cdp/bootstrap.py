@@ -12,7 +12,10 @@ from loyalty_cdp.adapters.profilestore.base import ProfileStore
 from loyalty_cdp.adapters.scorestore import ScoreStore
 from loyalty_cdp.adapters.suppression import SuppressionList
 from loyalty_cdp.api.metrics import Metrics
+from loyalty_cdp.core.decisioning import DecisioningBook
 from loyalty_cdp.core.loyalty import LoyaltyEngine, ProgramBook
+from loyalty_cdp.core.loyalty.program import VersionError
+from loyalty_cdp.core.segments import LoyaltyReader
 from loyalty_cdp.services.appender import GroupCommitAppender
 from loyalty_cdp.services.processor import Processor
 from loyalty_cdp.settings import Settings
@@ -41,18 +44,25 @@ def open_profile_store(settings: Settings) -> ProfileStore:
     return SqliteProfileStore(settings.data_dir / "profiles.db")
 
 
-def open_program(settings: Settings) -> ProgramBook:
-    """The loyalty program: ``--config`` / settings.program, or the example retail program."""
-    from loyalty_cdp.adapters.program_yaml import load_program
+def open_program(settings: Settings) -> tuple[ProgramBook, DecisioningBook]:
+    """The program (``--config`` / settings.program, or the example retail program): its loyalty
+    versions and its segments, offers and triggers, every section validated, errors naming
+    file, line and field."""
+    from loyalty_cdp.adapters.program_yaml import load_program_source
     from loyalty_cdp.programs import retail_program_path
 
-    return load_program(settings.program or retail_program_path())
+    source = load_program_source(settings.program or retail_program_path())
+    try:
+        decisioning = DecisioningBook.from_book(source.book)
+    except VersionError as exc:
+        raise source.error(exc.document, exc.field, exc.reason) from None
+    return source.book, decisioning
 
 
 def open_processor(settings: Settings, event_log: EventLog, batch_size: int = 5_000,
-                   suppression: SuppressionList | None = None) -> Processor:
+                   suppression: SuppressionList | None = None, program: ProgramBook | None = None) -> Processor:
     return Processor(event_log, open_profile_store(settings), batch_size=batch_size,
-                     loyalty=LoyaltyEngine(open_program(settings)),
+                     loyalty=LoyaltyEngine(program or open_program(settings)[0]),
                      suppression=suppression or open_suppression(settings))
 
 
@@ -82,6 +92,8 @@ class Components:
     suppression: SuppressionList
     privacy_requests: PrivacyRequestStore
     audit: AuditLog
+    decisioning: DecisioningBook
+    loyalty_reader: LoyaltyReader
 
     async def start(self) -> None:
         self.appender.start()
@@ -102,8 +114,9 @@ class Components:
 def build(settings: Settings, metrics: Metrics) -> Components:
     """Open the stores and wire the services. Call inside the server's event loop."""
     event_log = open_event_log(settings)
+    program, decisioning = open_program(settings)
     suppression = open_suppression(settings)
-    processor = open_processor(settings, event_log, suppression=suppression)
+    processor = open_processor(settings, event_log, suppression=suppression, program=program)
 
     def appended(result: AppendResult) -> None:
         metrics.record_append(result)
@@ -119,4 +132,5 @@ def build(settings: Settings, metrics: Metrics) -> Components:
     )
     return Components(settings, event_log, open_key_store(settings), metrics, appender, processor,
                       ScoreStore(settings.data_dir), suppression,
-                      PrivacyRequestStore(settings.data_dir), open_audit_log(settings))
+                      PrivacyRequestStore(settings.data_dir), open_audit_log(settings), decisioning,
+                      LoyaltyReader(program))

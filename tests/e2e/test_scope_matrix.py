@@ -22,6 +22,7 @@ REQUIRED: dict[tuple[str, str], str | None] = {
     ("GET", "/v1/members/{user_id}/identities"): "read",
     ("GET", "/v1/members/{user_id}/events"): "read",
     ("GET", "/v1/members/{user_id}/ledger"): "read",
+    ("GET", "/v1/members/{user_id}/offers"): "read",
     ("POST", "/v1/members/{user_id}/redemptions"): "loyalty",
     ("POST", "/v1/members/{user_id}/adjustments"): "loyalty",
     ("GET", "/v1/reports/liability"): "admin",
@@ -36,7 +37,7 @@ REQUIRED: dict[tuple[str, str], str | None] = {
 }
 # Values for the parameters endpoints require, so that a call with the right key reaches the endpoint itself.
 PATH_VALUES = {"user_id": "matrix-member", "request_id": "pr_0000000000000000"}
-QUERY_VALUES = {"type": "email", "value": "matrix@example.com"}
+QUERY_VALUES = {"type": "email", "value": "matrix@example.com", "channel": "web"}
 
 
 def keys(server: ServerProcess) -> tuple[dict[str, str], str]:

@@ -24,7 +24,7 @@ def liability(
     from loyalty_cdp.settings import Settings
 
     settings = Settings.from_env(data_dir=data_dir, program=config)
-    book = open_program(settings)
+    book, _ = open_program(settings)
     store = open_profile_store(settings)
     decode = msgspec.msgpack.Decoder(Profile).decode
     try:

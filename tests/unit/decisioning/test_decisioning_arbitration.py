@@ -116,7 +116,7 @@ def test_opting_out_of_automated_decisions_uses_rules_only() -> None:
     ranked = rank_offers(CONFIG, facts(opted_out, day(40)), "web", [], day(40), "req-2")
     win_back = next(c for c in ranked.candidates if c.offer_id == "win-back")
     assert win_back.propensity_source == "rules" and "opted out" in (win_back.propensity_detail or "")
-    assert not ranked.automated and ranked.reason.endswith("opted out of automated decision-making.")
+    assert not ranked.automated and ranked.reason.endswith("has not allowed automated decision-making (profiling).")
     assert not any(key.startswith("scores.") and value is not None for key, value in ranked.inputs.items())
 
 

@@ -30,7 +30,7 @@ from loyalty_cdp.core.segments.fields import FieldPath
 from loyalty_cdp.errors import InvalidInput
 
 TIMEZONE = FieldPath("traits", ("timezone",), None, "traits.timezone")
-OPT_OUT_NOTE = "Rule-based path only: the member opted out of automated decision-making."
+OPT_OUT_NOTE = "Rule-based path only: the member has not allowed automated decision-making (profiling)."
 LISTED_REFUSALS = 4
 
 
