@@ -63,11 +63,16 @@ def test_a_run_replaces_everything_and_readers_see_one_run_or_the_other(tmp_path
     assert reader.count() == 100
 
 
-def test_erasure_removes_the_rows(tmp_path: Path) -> None:
+def test_erasure_leaves_no_byte_of_the_rows(tmp_path: Path) -> None:
     store = ScoreStore(tmp_path)
-    store.replace_all([row("m1", 0.2), row("m2", 0.3)], run("v1", 2))
-    assert store.delete_members(["m1", "nobody"]) == 1
-    assert store.get("m1") is None and store.get("m2") is not None
+    erased = ScoreRow("m-erased-1", True, 0.2, {"note": "erased-member-secret"}, [])
+    others = [row(f"m{i}", 0.3) for i in range(2, 3000)]  # enough pages that freed ones are not all reused
+    store.replace_all([erased, *others], run("v1", 3000))
+    store.replace_all([erased, *others[:100]], run("v2", 101))  # run 1's freed pages held it too
+    assert store.delete_members(["m-erased-1", "nobody"]) == 1
+    assert store.get("m-erased-1") is None and store.get("m2") is not None
+    files = [path for path in tmp_path.iterdir() if path.name.startswith("scores.db")]
+    assert not any(b"erased-member-secret" in path.read_bytes() for path in files)
 
 
 def test_model_artefacts_are_versioned_files(tmp_path: Path) -> None:

@@ -27,9 +27,9 @@ import msgspec
 from loyalty_cdp.core.events import format_time
 from loyalty_cdp.errors import InvalidInput, NotFound, StorageUnavailable
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS scores (
-    member_id     TEXT PRIMARY KEY,
+# The member index is built after a run's rows are in: one sort instead of a B-tree insert per row.
+_SCORES_TABLE = """CREATE TABLE {name} (
+    member_id     TEXT NOT NULL,
     targeting     INTEGER NOT NULL,
     lapse_risk    REAL,
     model_version TEXT NOT NULL,
@@ -37,7 +37,10 @@ CREATE TABLE IF NOT EXISTS scores (
     scored_at     INTEGER NOT NULL,
     scores        BLOB NOT NULL,
     explanation   BLOB NOT NULL
-);
+)"""
+_SCHEMA = f"""
+{_SCORES_TABLE.format(name="IF NOT EXISTS scores")};
+CREATE UNIQUE INDEX IF NOT EXISTS scores_member ON scores (member_id);
 CREATE TABLE IF NOT EXISTS runs (
     run           INTEGER PRIMARY KEY,
     model_version TEXT NOT NULL,
@@ -47,20 +50,11 @@ CREATE TABLE IF NOT EXISTS runs (
     metrics       BLOB NOT NULL
 );
 """
-_NEXT_TABLE = """
-CREATE TABLE scores_next (
-    member_id     TEXT PRIMARY KEY,
-    targeting     INTEGER NOT NULL,
-    lapse_risk    REAL,
-    model_version TEXT NOT NULL,
-    as_of         INTEGER NOT NULL,
-    scored_at     INTEGER NOT NULL,
-    scores        BLOB NOT NULL,
-    explanation   BLOB NOT NULL
-)"""
 _PRAGMAS = (
     "PRAGMA busy_timeout = 10000",
     "PRAGMA synchronous = NORMAL",  # WAL: a crash loses at most the last run, never corrupts
+    "PRAGMA journal_size_limit = 67108864",  # a checkpointed WAL shrinks back to 64 MiB
+    # Freed pages are zeroed: a dropped run leaves no stale copy of an erased member's row.
     "PRAGMA secure_delete = ON",
 )
 
@@ -181,10 +175,11 @@ class ScoreStore:
         conn.execute("BEGIN IMMEDIATE")
         try:
             conn.execute("DROP TABLE IF EXISTS scores_next")
-            conn.execute(_NEXT_TABLE)
+            conn.execute(_SCORES_TABLE.format(name="scores_next"))
             written = conn.executemany("INSERT INTO scores_next VALUES (?, ?, ?, ?, ?, ?, ?, ?)", records).rowcount
-            conn.execute("DROP TABLE scores")
+            conn.execute("DROP TABLE scores")  # and its index
             conn.execute("ALTER TABLE scores_next RENAME TO scores")
+            conn.execute("CREATE UNIQUE INDEX scores_member ON scores (member_id)")
             conn.execute(
                 "INSERT INTO runs (model_version, as_of, scored_at, members, metrics) VALUES (?, ?, ?, ?, ?)",
                 (run.model_version, run.as_of, run.scored_at, run.members, _encode(run.metrics)),
@@ -196,12 +191,23 @@ class ScoreStore:
         return int(written)
 
     def delete_members(self, member_ids: Collection[str]) -> int:
-        """Erase the members' rows (``secure_delete`` zeroes their bytes); returns how many."""
+        """Erase the members' rows, zeroing their bytes in the file and truncating the WAL; returns how many.
+
+        Raises :class:`StorageUnavailable` when another process keeps the WAL from being truncated;
+        the rows are deleted by then, and calling again finishes the purge.
+        """
+        def erase() -> tuple[int, int]:
+            cursor = self._writer.execute(
+                "DELETE FROM scores WHERE member_id IN (SELECT value FROM json_each(?))", (_encode(list(member_ids)),))
+            (busy, _, _) = self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            return int(cursor.rowcount), int(busy)
+
         with self._write_lock:
-            cursor = self._guard(lambda: self._writer.execute(
-                "DELETE FROM scores WHERE member_id IN (SELECT value FROM json_each(?))",
-                (_encode(list(member_ids)),)))
-            return int(cursor.rowcount)
+            deleted, busy = self._guard(erase)
+        if busy:
+            raise StorageUnavailable(f"score store {self.path}: deleted {deleted} rows but another process is "
+                                     "reading, so the WAL still holds copies; retry the erasure")
+        return int(deleted)
 
     # -- model artefacts ---------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ A member may match several; ``primary`` is the first match in ``PRIORITY``. Rule
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -123,26 +124,22 @@ def assign_personas(signals: PersonaSignals, scores: MemberScores,
         & (signals.promotion_share[codes] >= config.promotion_share),
     }
     top_percent = f"{(1 - config.high_value_quantile) * 100:g}"
-    result: list[tuple[str | None, list[dict[str, str]]]] = []
-    for row in range(codes.size):
-        member = int(codes[row])
-        found: list[dict[str, str]] = []
-        for persona in PRIORITY:
-            if not matches[persona][row]:
-                continue
-            if persona == "at_risk":
-                reason = (f"lapse risk {scores.lapse_risk[row]:.2f}: no purchase for "
-                          f"{scores.days_since_last_purchase[row]:.0f} days, usually every "
-                          f"{scores.usual_interval_days[row]:.0f}")
-            elif persona == "new":
-                reason = f"first purchase {scores.days_since_first_purchase[row]:.0f} days ago"
-            elif persona == "high_value":
-                reason = f"expected 12-month value {scores.clv[row]:.2f}, in the top {top_percent}% of members"
-            elif persona == "brand_enthusiast":
-                reason = (f"{signals.top_brand_share[member]:.0%} of your {signals.top_category[member]} items "
-                          f"are {signals.top_brand[member]}")
-            else:
-                reason = f"{signals.promotion_share[member]:.0%} of your items were bought on promotion"
-            found.append({"persona": persona, "reason": reason})
-        result.append((found[0]["persona"] if found else None, found))
-    return result
+    risk, quiet = scores.lapse_risk.tolist(), scores.days_since_last_purchase.tolist()
+    usual, first = scores.usual_interval_days.tolist(), scores.days_since_first_purchase.tolist()
+    clv = scores.clv.tolist()
+    brand_share, promotion = signals.top_brand_share[codes].tolist(), signals.promotion_share[codes].tolist()
+    category, brand = signals.top_category[codes].tolist(), signals.top_brand[codes].tolist()
+    reasons: dict[str, Callable[[int], str]] = {
+        "at_risk": lambda r: (f"lapse risk {risk[r]:.2f}: no purchase for {quiet[r]:.0f} days, "
+                              f"usually every {usual[r]:.0f}"),
+        "new": lambda r: f"first purchase {first[r]:.0f} days ago",
+        "high_value": lambda r: f"expected 12-month value {clv[r]:.2f}, in the top {top_percent}% of members",
+        "brand_enthusiast": lambda r: f"{brand_share[r]:.0%} of your {category[r]} items are {brand[r]}",
+        "price_sensitive": lambda r: f"{promotion[r]:.0%} of your items were bought on promotion",
+    }
+    found: list[list[dict[str, str]]] = [[] for _ in range(codes.size)]
+    for persona in PRIORITY:  # in priority order, so each member's first match is their primary persona
+        reason = reasons[persona]
+        for row in np.flatnonzero(matches[persona]).tolist():
+            found[row].append({"persona": persona, "reason": reason(row)})
+    return [(matched[0]["persona"] if matched else None, matched) for matched in found]
