@@ -21,9 +21,9 @@ from loyalty_cdp.adapters.eventlog.sqlite import SqliteEventLog
 from loyalty_cdp.adapters.profilestore.sqlite import SqliteProfileStore
 from loyalty_cdp.adapters.scorestore import ScoreStore
 from loyalty_cdp.cli.score import parse_as_of, score
-from loyalty_cdp.core.events import Event, normalise, parse_time
+from loyalty_cdp.core.events import Event, format_time, normalise, parse_time
 from loyalty_cdp.services.processor import Processor
-from loyalty_cdp.services.scoring import read_history, read_identities, run_scoring
+from loyalty_cdp.services.scoring import read_admt_opt_outs, read_history, read_identities, run_scoring
 from loyalty_cdp.settings import Settings
 from loyalty_cdp.simulator.generator import simulate
 
@@ -122,6 +122,32 @@ def test_two_runs_store_scores_and_raise_each_lapse_alert_once(data_dir: Path, e
     again = run_scoring(settings, as_of_ms=parse_as_of(SECOND_RUN), now_ms=NOW)
     assert again.alerts_appended == 0 and len(lapse_alerts(log)) == len(alerts)
     assert (data_dir / "models" / f"{second.model_version}.json").is_file()
+    log.close()
+
+
+def test_members_who_refused_automated_decisions_are_not_scored_for_targeting(data_dir: Path) -> None:
+    log = SqliteEventLog(data_dir / "events.db")
+    identities = read_identities(data_dir / "profiles.db")
+    refusing, agreeing = sorted(identities.user_id.values())[:2]
+    at = parse_as_of(FIRST_RUN)
+    consent = [
+        normalise({"type": "track", "event": "Consent Updated", "userId": user_id, "messageId": f"consent-{user_id}",
+                   "timestamp": format_time(at), "properties": {"purpose": "profiling", "granted": granted}},
+                  call_type=None, received_at=at, default_message_id="unused")
+        for user_id, granted in ((refusing, False), (agreeing, True))
+    ]
+    log.append(consent)
+    store = SqliteProfileStore(data_dir / "profiles.db")
+    Processor(log, store).catch_up()
+    store.close()
+    assert read_admt_opt_outs(data_dir / "profiles.db") == {refusing}
+    report = run_scoring(Settings(data_dir=data_dir), as_of_ms=parse_as_of(SECOND_RUN), now_ms=NOW)
+    scores = ScoreStore(data_dir)
+    refused = scores.get(refusing)
+    assert refused is not None and refused["scored_for_targeting"] is False and "lapse_risk" not in refused
+    assert refused["explanation"][0]["code"] == "admt_opt_out"
+    assert scores.get(agreeing)["scored_for_targeting"] is True  # type: ignore[index]
+    assert report.scored_for_targeting == report.members - 1
     log.close()
 
 

@@ -1,13 +1,14 @@
 """The scoring job: read the orders as of a date, score every member, store the scores, raise lapse alerts.
 
 It only reads the server's files (the event log and, read-only, the profile store's identity
-table) and writes its own (``scores.db``, ``models/``), so it runs beside a live server. The
+table and consent) and writes its own (``scores.db``, ``models/``), so it runs beside a live server. The
 one exception is the ``Lapse Risk Detected`` events, which it appends through the event log's
 ordinary, deduplicating ``append``. In this order:
 
 1. read every ``Order Completed`` event with a timestamp at or before ``as_of`` and attribute it
    to its member through the identity table (a ``userId`` the processor has not linked yet is
-   its own member, as the identity graph would make it; an unknown ``anonymousId`` is skipped);
+   its own member, as the identity graph would make it; an unknown ``anonymousId`` is skipped),
+   and the members who refused profiling and automated decision-making (their consent);
 2. fit and score (:func:`loyalty_cdp.core.predictions.run.score_history`);
 3. save the model artefact ``models/<version>.json``;
 4. append a ``Lapse Risk Detected`` event for every member whose lapse risk reached the
@@ -38,6 +39,7 @@ import numpy as np
 from loyalty_cdp.adapters.eventlog.base import EventLog
 from loyalty_cdp.adapters.scorestore import RunRecord, ScoreRow, ScoreStore
 from loyalty_cdp.bootstrap import open_event_log
+from loyalty_cdp.core.consent import PROFILING, consent_from_builtins
 from loyalty_cdp.core.events import Event, format_time, normalise
 from loyalty_cdp.core.identifiers import ANONYMOUS_ID, USER_ID
 from loyalty_cdp.core.identity import member_id_for_user
@@ -62,6 +64,13 @@ class _OrderBody(msgspec.Struct):
 
 
 _decode_order = msgspec.json.Decoder(_OrderBody).decode
+
+
+class _ConsentOnly(msgspec.Struct):
+    consent: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+_decode_consent = msgspec.msgpack.Decoder(_ConsentOnly).decode
 
 
 @dataclass(frozen=True)
@@ -127,6 +136,33 @@ def read_identities(profiles_db: Path) -> Identities:
     return Identities(owner, user_ids, anonymous_ids)
 
 
+def read_admt_opt_outs(profiles_db: Path) -> set[str]:
+    """Members whose latest recorded choice on profiling and automated decision-making is no.
+
+    Only an explicit refusal counts (a ``Consent Updated`` or a consent banner saying no): the
+    regime's default for members who recorded nothing is the decisioning path's to apply. Only
+    profiles that mention the purpose at all are decoded.
+    """
+    if not profiles_db.exists():
+        return set()
+    try:
+        conn = sqlite3.connect(f"{profiles_db.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            conn.execute("PRAGMA busy_timeout = 10000")
+            rows = conn.execute("SELECT member_id, state FROM profiles WHERE instr(state, ?) > 0",
+                                (PROFILING.encode(),)).fetchall()
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise StorageUnavailable(f"profile store {profiles_db}: {exc}") from exc
+    opted_out = set()
+    for member_id, blob in rows:
+        choice = consent_from_builtins(_decode_consent(blob).consent).purposes.get(PROFILING)
+        if choice is not None and not choice.current.granted:
+            opted_out.add(member_id)
+    return opted_out
+
+
 def read_history(event_log: EventLog, identities: Identities, as_of_ms: int) -> tuple[PurchaseHistory, int]:
     """The orders up to ``as_of_ms`` per member, and how many could not be attributed."""
     builder = HistoryBuilder()
@@ -176,10 +212,14 @@ def run_scoring(
     as_of_ms: int,
     now_ms: int,
     config: ScoringConfig | None = None,
-    opted_out: Collection[str] = frozenset(),
+    opted_out: Collection[str] | None = None,
     seed: int = 0,
 ) -> ScoringReport:
-    """Score every member as of ``as_of_ms`` (see the module docstring for the steps and their order)."""
+    """Score every member as of ``as_of_ms`` (see the module docstring for the steps and their order).
+
+    ``opted_out`` (member ids) defaults to the members who refused profiling and automated
+    decision-making in their recorded consent (:func:`read_admt_opt_outs`).
+    """
     started = time.perf_counter()
     config = config or ScoringConfig()
     live = ScoreStore(settings.data_dir)
@@ -192,6 +232,8 @@ def run_scoring(
     event_log = open_event_log(settings)
     try:
         identities = read_identities(settings.data_dir / "profiles.db")
+        if opted_out is None:
+            opted_out = read_admt_opt_outs(settings.data_dir / "profiles.db")
         history, unattributed = read_history(event_log, identities, as_of_ms)
         with without_cyclic_gc():
             run = score_history(history, as_of_ms, config, opted_out=opted_out, seed=seed)
