@@ -1,0 +1,1 @@
+"""Offline evaluations of the prediction models on simulated members with known ground truth (python -m eval.<name>)."""
