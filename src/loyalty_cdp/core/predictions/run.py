@@ -1,9 +1,10 @@
 """One scoring run over a purchase history: who is scored, the fits, the scores and their reasons (pure).
 
 :func:`score_history` is everything ``loyalty-cdp score`` computes, without the I/O: members
-who opted out of automated decision-making (``opted_out``, member ids; the privacy work feeds
-it) are left out of the fits and get no targeting scores, only a row saying so; every other
-member with an order up to ``as_of_ms`` is scored.
+who opted out of automated decision-making (``opted_out``, member ids; the job reads them from
+the members' recorded consent) are left out of every fit and get no targeting scores, only a
+row saying so; every other member with an order up to ``as_of_ms`` gets the BTYD scores and
+lapse risk with their reasons, replenishment and cross-sell lists, and personas.
 """
 
 from __future__ import annotations
