@@ -177,3 +177,14 @@ def test_malformed_input_gets_a_clear_4xx_and_changes_nothing(
         found = payload["errors"][0]["field"] if "errors" in payload else payload["field"]
         assert found == field
     assert stored(server) == []
+
+
+def test_loyalty_commands_need_the_loyalty_scope(server: ServerProcess, write_key: str) -> None:
+    command = {"userId": "u1", "event": "Points Adjusted", "properties": {"points": 100000, "reason": "free points"}}
+    refused = httpx.post(server.url + "/v1/track", json=command, auth=(write_key, ""))
+    assert refused.status_code == 403 and "loyalty" in refused.json()["message"]
+    batch = {"batch": [{"type": "track", "userId": "u1", "event": "Product Viewed"}, {"type": "track", **command}]}
+    assert httpx.post(server.url + "/v1/batch", json=batch, auth=(write_key, "")).status_code == 403
+    assert stored(server) == []
+    trusted = server.create_key("ingest,loyalty")
+    assert httpx.post(server.url + "/v1/track", json=command, auth=(trusted, "")).status_code == 200

@@ -30,7 +30,8 @@ from loyalty_cdp.core.events import (
     normalise,
     parse_time,
 )
-from loyalty_cdp.errors import InvalidInput, LoyaltyCdpError, PayloadTooLarge
+from loyalty_cdp.core.loyalty.inputs import COMMAND_EVENTS
+from loyalty_cdp.errors import Forbidden, InvalidInput, LoyaltyCdpError, PayloadTooLarge
 
 router = APIRouter(tags=["ingest"])
 _decode = msgspec.json.Decoder().decode
@@ -133,11 +134,11 @@ async def _ingest(request: Request, call_type: str | None) -> Response:
     try:
         header_key = key_from_header(request)
         if header_key is not None:
-            require(components.keys, header_key, "ingest")
+            record = require(components.keys, header_key, "ingest")
         body = await read_body(request, MAX_EVENT_BYTES if call_type else MAX_BATCH_BYTES)
         payload = _decode_json(body)
         if header_key is None:
-            require(components.keys, _body_key(payload), "ingest")
+            record = require(components.keys, _body_key(payload), "ingest")
         received_at = int(time.time() * 1000)
         if call_type is not None:
             events = [normalise(payload, call_type=call_type, received_at=received_at,
@@ -145,6 +146,11 @@ async def _ingest(request: Request, call_type: str | None) -> Response:
             errors: list[dict[str, Any]] = []
         else:
             events, errors = _normalise_batch(payload, received_at)
+        _check_commands(events, record.scopes)
+        if dropped := components.suppression.suppressed(events):
+            # An erased person's events are never stored; the client is answered as usual.
+            events = [event for index, event in enumerate(events) if index not in dropped]
+            metrics.rejected.labels("Suppressed").inc(len(dropped))
         await components.appender.submit(events)
     except LoyaltyCdpError as exc:
         metrics.rejected.labels(type(exc).__name__).inc()
@@ -165,6 +171,16 @@ async def _ingest(request: Request, call_type: str | None) -> Response:
         },
         400,
     )
+
+
+def _check_commands(events: list[Event], scopes: frozenset[str]) -> None:
+    """Loyalty commands (a redemption, a points adjustment) move points: they need the ``loyalty``
+    scope as well, or any write key could grant itself points. The whole request is refused."""
+    if "loyalty" in scopes:
+        return
+    for event in events:
+        if event.type == "track" and event.event in COMMAND_EVENTS:
+            raise Forbidden(f"{event.event!r} is a loyalty command: the key needs the 'loyalty' scope")
 
 
 def _normalise_batch(payload: Any, received_at: int) -> tuple[list[Event], list[dict[str, Any]]]:
