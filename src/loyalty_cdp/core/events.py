@@ -1,15 +1,16 @@
 """Validate and normalise Segment Tracking API calls into canonical events (pure: no I/O, no clock).
 
-One function, :func:`normalise`, turns a decoded Segment call into an :class:`Event`:
-the checks the Segment API makes (identity present, ``messageId`` length, types of
-the well-known fields), Segment's clock-skew correction, and the canonical JSON that
-the event log stores. Time and generated ids are passed in, so the result depends on
-its arguments only.
+:func:`normalise` turns a decoded Segment call into an :class:`Event`: the checks the
+Segment API makes (identity present, ``messageId`` length, types of the well-known
+fields), Segment's clock-skew correction, and the canonical JSON that the event log
+stores. :func:`normalise_request` does it for a whole request body, one call or a batch.
+Time and generated ids are passed in, so the results depend on the arguments only.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
@@ -28,12 +29,15 @@ MAX_DEPTH = 24
 
 _OBJECT_FIELDS = ("context", "integrations", "properties", "traits")
 _TIME_FIELDS = ("timestamp", "sentAt", "originalTimestamp")
-# Fields the server owns; a client's values are replaced, never trusted.
-_SERVER_FIELDS = ("receivedAt", "writeKey")
-# Fields left out of the payload hash: they change on every retry of the same message.
-_RETRY_VOLATILE = frozenset({"sentAt", "writeKey", "receivedAt"})
+# Left out of the stored body's stable part (see normalise): the server's fields (a client's
+# values are replaced, never trusted) and the fields that change on every retry of the same
+# message. The body appends the skew-corrected ``timestamp``, ``receivedAt`` and ``sentAt``.
+_NOT_STABLE = ("sentAt", "writeKey", "receivedAt", "timestamp")
+# A JSON text with at most this many brackets cannot nest any field deeper than MAX_DEPTH.
+_SURELY_SHALLOW = MAX_DEPTH + 1
 
 _encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder()
 
 
 class Event(msgspec.Struct, frozen=True, gc=False):
@@ -57,6 +61,15 @@ class Event(msgspec.Struct, frozen=True, gc=False):
     payload_hash: bytes
 
 
+class Rejection(msgspec.Struct, frozen=True, rename="camel"):
+    """One invalid call of a batch, as the 400 answer lists it (the valid ones are stored)."""
+
+    index: int
+    message_id: str | None
+    field: str
+    reason: str
+
+
 def parse_time(value: Any, field: str) -> int:
     """Parse an ISO-8601 timestamp (as Segment sends it) into epoch milliseconds."""
     if not isinstance(value, str) or not value:
@@ -75,21 +88,27 @@ def parse_time(value: Any, field: str) -> int:
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# The instants an ISO-8601 date-time can name (years 1 to 9999), in epoch milliseconds.
+_FIRST_MS = (datetime(1, 1, 1, tzinfo=UTC) - _EPOCH) // timedelta(milliseconds=1)
+_LAST_MS = (datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=UTC) - _EPOCH) // timedelta(milliseconds=1)
 
 
 @lru_cache(maxsize=4096)
 def _second(epoch_s: int) -> str:
-    return (_EPOCH + timedelta(seconds=epoch_s)).strftime("%Y-%m-%dT%H:%M:%S")
+    # isoformat, not strftime: %Y drops the leading zeros of years before 1000 on Linux.
+    return (_EPOCH + timedelta(seconds=epoch_s)).isoformat(timespec="seconds")[:19]
+
+
+_MILLIS = tuple(f".{millis:03d}Z" for millis in range(1000))
 
 
 def format_time(epoch_ms: int) -> str:
     """Epoch milliseconds as Segment's ISO-8601 form, ``2026-01-02T03:04:05.678Z``.
 
-    Events arrive clustered in time, so the date-time part is cached per second: formatting
-    it is the dearest step of normalising an event otherwise.
+    Events arrive clustered in time, so the date-time part is cached per second and the
+    milliseconds come from a table: formatting is the dearest step of normalising otherwise.
     """
-    seconds, millis = divmod(epoch_ms, 1000)
-    return f"{_second(seconds)}.{millis:03d}Z"
+    return _second(epoch_ms // 1000) + _MILLIS[epoch_ms % 1000]
 
 
 def _identifier(call: dict[str, Any], key: str) -> str | None:
@@ -110,11 +129,19 @@ def _deeper_than(value: dict[str, Any] | list[Any], levels: int) -> bool:
     """Whether a decoded JSON container nests more than ``levels`` deep (scalars cost one type check)."""
     if levels <= 0:
         return True
-    for child in value.values() if type(value) is dict else value:
-        kind = type(child)
-        if (kind is dict or kind is list) and _deeper_than(child, levels - 1):
+    for child in value.values() if isinstance(value, dict) else value:
+        if isinstance(child, (dict, list)) and _deeper_than(child, levels - 1):
             return True
     return False
+
+
+def _deep_field(call: dict[str, Any], keys: Iterable[Any]) -> str | None:
+    """The first of ``keys`` whose value nests deeper than MAX_DEPTH, if any (exact, bounded recursion)."""
+    for key in keys:
+        value = call.get(key)
+        if isinstance(value, (dict, list)) and _deeper_than(value, MAX_DEPTH):
+            return str(key)
+    return None
 
 
 def normalise(
@@ -129,6 +156,13 @@ def normalise(
 
     ``call_type`` is the endpoint's type (``None`` for a ``batch`` item, whose own
     ``type`` field then decides). Raises :class:`InvalidInput` naming the field.
+
+    The body is the call's *stable part* (everything but ``sentAt``, ``writeKey``,
+    ``receivedAt`` and ``timestamp``, with ``type``, ``messageId``, ``originalTimestamp``
+    and the ids normalised), followed by the skew-corrected ``timestamp``, ``receivedAt``
+    and the client's ``sentAt`` if it sent one. The payload hash is the hash of the stable
+    part, so a retry (new ``sentAt``, new ``receivedAt``) hashes the same and any change of
+    content does not. The stable part is encoded once for the hash, the depth check and the body.
     """
     if not isinstance(call, dict):
         raise InvalidInput("", "each call must be a JSON object")
@@ -150,11 +184,14 @@ def normalise(
     elif len(message_id) > MAX_MESSAGE_ID_CHARS:
         raise InvalidInput("messageId", f"must be under {MAX_MESSAGE_ID_CHARS + 1} characters")
 
-    for key, value in call.items():
-        if key in _OBJECT_FIELDS and value is not None and not isinstance(value, dict):
+    for key in _OBJECT_FIELDS:
+        value = call.get(key)
+        if value is not None and not isinstance(value, dict):
             raise InvalidInput(key, "must be a JSON object")
-        if isinstance(value, (dict, list)) and _deeper_than(value, MAX_DEPTH):
-            raise InvalidInput(key, f"is nested deeper than {MAX_DEPTH} levels")
+    # The fields left out of the stable part escape the bracket count below: check them here.
+    deep = _deep_field(call, _NOT_STABLE)
+    if deep is not None:
+        raise InvalidInput(deep, f"is nested deeper than {MAX_DEPTH} levels")
 
     name: str | None = None
     if kind == "track":
@@ -177,14 +214,16 @@ def normalise(
         if user_id is None:
             raise InvalidInput("userId", "alias calls need a userId")
 
-    times = {key: parse_time(call[key], key) for key in _TIME_FIELDS if call.get(key) is not None}
-    sent_at = times.get("sentAt", batch_sent_at)
-    client_time = times.get("timestamp", times.get("originalTimestamp"))
+    times = [None if call.get(key) is None else parse_time(call[key], key) for key in _TIME_FIELDS]
+    client_time = times[0] if times[0] is not None else times[2]
+    sent_at = times[1] if times[1] is not None else batch_sent_at
     if client_time is None:
         timestamp = received_at
     elif sent_at is not None:
         # Segment's skew correction: the client clock's offset is receivedAt - sentAt.
         timestamp = client_time + (received_at - sent_at)
+        if not _FIRST_MS <= timestamp <= _LAST_MS:
+            raise InvalidInput("timestamp", "is out of range once corrected by receivedAt - sentAt")
     else:
         timestamp = client_time
 
@@ -193,26 +232,46 @@ def normalise(
     if channel is not None and (not isinstance(channel, str) or "\x00" in channel):
         raise InvalidInput("context.channel", "must be a string without NUL characters")
 
-    content = {k: v for k, v in call.items() if k not in _RETRY_VOLATILE}
+    stable = call.copy()
+    for key in _NOT_STABLE:
+        if key in stable:
+            del stable[key]
+    stable["type"] = kind
+    stable["messageId"] = message_id
+    original_text = None if client_time is None else format_time(client_time)
+    if original_text is not None:
+        stable["originalTimestamp"] = original_text
+    if user_id is not None:
+        stable["userId"] = user_id
+    if anonymous_id is not None:
+        stable["anonymousId"] = anonymous_id
     try:
-        payload_hash = hashlib.blake2b(_encoder.encode(content), digest_size=16).digest()
+        encoded = _encoder.encode(stable)
+    except RecursionError:
+        encoded = None
     except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as exc:  # ValueError: lone surrogates
         raise InvalidInput("", f"cannot be encoded as JSON: {exc}") from None
-
-    body = {k: v for k, v in call.items() if k not in _SERVER_FIELDS}
-    body["type"] = kind
-    body["messageId"] = message_id
-    if client_time is not None:
-        body["originalTimestamp"] = format_time(client_time)
-    body["timestamp"] = format_time(timestamp)
-    body["receivedAt"] = format_time(received_at)
-    if user_id is not None:
-        body["userId"] = user_id
-    if anonymous_id is not None:
-        body["anonymousId"] = anonymous_id
-    encoded = _encoder.encode(body)
-    if len(encoded) > MAX_EVENT_BYTES:
-        raise PayloadTooLarge("", f"event is {len(encoded)} bytes, over the {MAX_EVENT_BYTES} limit")
+    if encoded is None or encoded.count(b"{") + encoded.count(b"[") > _SURELY_SHALLOW:
+        deep = _deep_field(call, call.keys())
+        if deep is not None:
+            raise InvalidInput(deep, f"is nested deeper than {MAX_DEPTH} levels")
+        if encoded is None:
+            raise InvalidInput("", "cannot be encoded as JSON: nested too deeply")
+    payload_hash = hashlib.blake2b(encoded, digest_size=16).digest()
+    received_text = format_time(received_at)
+    if timestamp == received_at:
+        timestamp_text = received_text
+    elif timestamp == client_time and original_text is not None:
+        timestamp_text = original_text
+    else:
+        timestamp_text = format_time(timestamp)
+    tail = {"timestamp": timestamp_text, "receivedAt": received_text}
+    if "sentAt" in call:
+        tail["sentAt"] = call["sentAt"]  # kept as sent (parse_time checked it is a string or null)
+    # Both are non-empty JSON objects ("type" is always in the stable part): splice them.
+    body = encoded[:-1] + b"," + _encoder.encode(tail)[1:]
+    if len(body) > MAX_EVENT_BYTES:
+        raise PayloadTooLarge("", f"event is {len(body)} bytes, over the {MAX_EVENT_BYTES} limit")
     return Event(
         message_id=message_id,
         type=kind,
@@ -222,6 +281,68 @@ def normalise(
         timestamp=timestamp,
         received_at=received_at,
         channel=channel,
-        body=encoded,
+        body=body,
         payload_hash=payload_hash,
     )
+
+
+def decode_json(body: bytes, decoder: msgspec.json.Decoder[Any] = _decoder) -> Any:
+    """Decode a request body; malformed JSON or UTF-8 and absurd nesting are :class:`InvalidInput`.
+
+    A typed ``decoder``'s :class:`msgspec.ValidationError` passes through for the caller to word.
+    """
+    try:
+        return decoder.decode(body)
+    except msgspec.ValidationError:
+        raise
+    except msgspec.DecodeError as exc:
+        raise InvalidInput("body", f"is not valid JSON: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise InvalidInput("body", f"is not valid UTF-8 (byte {exc.start})") from None
+    except RecursionError:
+        raise InvalidInput("body", "is nested too deeply to be an event") from None
+
+
+def normalise_request(
+    body: bytes, *, call_type: str | None, received_at: int, request_id: str
+) -> tuple[list[Event], list[Rejection]]:
+    """Decode one ingest request and normalise its calls: the valid events and the rejections.
+
+    ``call_type`` is the endpoint's (``None`` for ``batch``). A single call's fault, and a
+    fault of the request itself (JSON, shape, size, the batch's ``sentAt`` or ``context``),
+    raises :class:`InvalidInput`; a batch's invalid calls are rejected one by one. Calls
+    without a ``messageId`` get ``request_id`` (suffixed by their index in a batch).
+    """
+    payload = decode_json(body)
+    if call_type is not None:
+        return [normalise(payload, call_type=call_type, received_at=received_at, default_message_id=request_id)], []
+    if not isinstance(payload, dict):
+        raise InvalidInput("body", "must be a JSON object with a 'batch' array")
+    calls = payload.get("batch")
+    if not isinstance(calls, list):
+        raise InvalidInput("batch", "must be an array of calls")
+    if len(calls) > MAX_BATCH_EVENTS:
+        raise PayloadTooLarge("batch", f"holds {len(calls)} events, over the {MAX_BATCH_EVENTS} limit")
+    sent_at = parse_time(payload["sentAt"], "sentAt") if payload.get("sentAt") is not None else None
+    shared_context = payload.get("context")
+    if shared_context is not None and not isinstance(shared_context, dict):
+        raise InvalidInput("context", "must be a JSON object")
+    events: list[Event] = []
+    rejections: list[Rejection] = []
+    for index, call in enumerate(calls):
+        if shared_context and isinstance(call, dict):
+            own = call.get("context")
+            if own is None or isinstance(own, dict):
+                call = {**call, "context": {**shared_context, **(own or {})}}
+        try:
+            events.append(normalise(call, call_type=None, received_at=received_at,
+                                    default_message_id=f"{request_id}-{index}", batch_sent_at=sent_at))
+        except InvalidInput as exc:
+            message_id = call.get("messageId") if isinstance(call, dict) else None
+            rejections.append(Rejection(
+                index=index,
+                message_id=message_id if isinstance(message_id, str) else None,
+                field=f"batch[{index}]" + (f".{exc.field}" if exc.field else ""),
+                reason=exc.reason,
+            ))
+    return events, rejections
