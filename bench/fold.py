@@ -1,9 +1,10 @@
-"""Profile fold benchmark: full replay rate (identity + fold + persist) and hot state per member.
+"""Profile fold benchmark: full replay rate (identity + fold + loyalty + persist) and hot state per member.
 
 Run:  .venv/bin/python bench/fold.py [--members 2000] [--days 365] [--repeat 3]
 
 Simulates a program, appends it to a fresh SQLite event log (not timed), then replays the
-whole log into a fresh profile store with the real processor, ``--repeat`` times, and
+whole log into a fresh profile store with the real processor running the example retail
+program (``--no-loyalty`` leaves the loyalty stage out), ``--repeat`` times, and
 reports the median events/s. Hot state per member is measured with tracemalloc as the
 memory a processor holds after loading the store (identity graph + member view), divided
 by the number of profiles.
@@ -19,8 +20,11 @@ import tracemalloc
 from pathlib import Path
 
 from loyalty_cdp.adapters.eventlog.sqlite import SqliteEventLog
+from loyalty_cdp.adapters.program_yaml import load_program
 from loyalty_cdp.adapters.profilestore.sqlite import SqliteProfileStore
 from loyalty_cdp.core.events import normalise, parse_time
+from loyalty_cdp.core.loyalty import LoyaltyEngine
+from loyalty_cdp.programs import retail_program_path
 from loyalty_cdp.services.processor import Processor
 from loyalty_cdp.simulator.generator import simulate
 
@@ -32,7 +36,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--batch", type=int, default=50_000)
+    parser.add_argument("--no-loyalty", action="store_true", help="identity + fold only")
     args = parser.parse_args()
+    program = None if args.no_loyalty else load_program(retail_program_path())
     with tempfile.TemporaryDirectory(prefix="lcdp-bench-") as tmp:
         log = SqliteEventLog(Path(tmp) / "events.db")
         calls = list(simulate(args.members, args.days, args.seed))
@@ -44,18 +50,20 @@ def main() -> None:
         for run in range(args.repeat):
             store = SqliteProfileStore(Path(tmp) / f"profiles-{run}.db")
             started = time.perf_counter()
-            applied = Processor(log, store, batch_size=args.batch).catch_up()
+            engine = None if program is None else LoyaltyEngine(program)
+            applied = Processor(log, store, batch_size=args.batch, loyalty=engine).catch_up()
             rates.append(applied / (time.perf_counter() - started))
             store.close()
         store = SqliteProfileStore(Path(tmp) / "profiles-0.db")
         tracemalloc.start()
-        processor = Processor(log, store)
+        processor = Processor(log, store, loyalty=None if program is None else LoyaltyEngine(program))
         held, _ = tracemalloc.get_traced_memory()
         tracemalloc.stop()
         profiles = len(processor.view)
         blob_bytes = sum(len(b) for b in processor.view.profiles.values())
         log.close()
-    print(f"replay (identity + fold + persist): median {statistics.median(rates):,.0f} events/s over "
+    stages = "identity + fold + persist" if program is None else "identity + fold + loyalty + persist"
+    print(f"replay ({stages}): median {statistics.median(rates):,.0f} events/s over "
           f"{args.repeat} runs of {len(calls):,} events ({', '.join(f'{r:,.0f}' for r in rates)})")
     print(f"hot state: {held / profiles:,.0f} bytes per member ({profiles:,} profiles; "
           f"encoded profiles alone {blob_bytes / profiles:,.0f} bytes)")
