@@ -20,8 +20,8 @@ import tracemalloc
 from pathlib import Path
 
 from loyalty_cdp.adapters.eventlog.sqlite import SqliteEventLog
-from loyalty_cdp.adapters.program_yaml import load_program
 from loyalty_cdp.adapters.profilestore.sqlite import SqliteProfileStore
+from loyalty_cdp.adapters.program_yaml import load_program
 from loyalty_cdp.core.events import normalise, parse_time
 from loyalty_cdp.core.loyalty import LoyaltyEngine
 from loyalty_cdp.programs import retail_program_path
