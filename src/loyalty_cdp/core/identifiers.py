@@ -183,7 +183,7 @@ def decode_event(record: EventRecord) -> DecodedEvent:
 
 
 def is_blocked(value: str) -> bool:
-    """Whether an identifier value is a placeholder that must never link two profiles.
+    """Whether an identifier value is a filler (null, anonymous, zeros) that must never link two profiles.
 
     A value holding a NUL character is blocked too: no real identifier has one, and some
     stores (PostgreSQL text) cannot hold it.
