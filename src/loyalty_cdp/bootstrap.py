@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from loyalty_cdp.adapters.audit import AUDIT_DB, AuditLog
 from loyalty_cdp.adapters.eventlog.base import AppendResult, EventLog
-from loyalty_cdp.adapters.keystore import KeyStore
+from loyalty_cdp.adapters.keystore import KeyStore, RateLimiter
 from loyalty_cdp.adapters.privacy_requests import PrivacyRequestStore
 from loyalty_cdp.adapters.profilestore.base import ProfileStore
 from loyalty_cdp.adapters.scorestore import ScoreStore
@@ -130,7 +130,10 @@ def build(settings: Settings, metrics: Metrics) -> Components:
         processor_lag=lambda: event_log.last_offset() - processor.offset,
         members=lambda: len(processor.view),
     )
-    return Components(settings, event_log, open_key_store(settings), metrics, appender, processor,
+    keys = open_key_store(settings)
+    if settings.key_rate_limit:
+        keys.limiter = RateLimiter(settings.key_rate_limit, 2 * settings.key_rate_limit)
+    return Components(settings, event_log, keys, metrics, appender, processor,
                       ScoreStore(settings.data_dir), suppression,
                       PrivacyRequestStore(settings.data_dir), open_audit_log(settings), decisioning,
                       LoyaltyReader(program))

@@ -27,7 +27,7 @@ class Settings:
 
     Environment variables (all optional): ``LOYALTY_CDP_DATA_DIR``, ``LOYALTY_CDP_STORAGE``
     (``sqlite`` or ``postgres``), ``LOYALTY_CDP_POSTGRES_DSN``, ``LOYALTY_CDP_HOST``,
-    ``LOYALTY_CDP_PORT``, ``LOYALTY_CDP_INGEST_QUEUE_EVENTS``.
+    ``LOYALTY_CDP_PORT``, ``LOYALTY_CDP_INGEST_QUEUE_EVENTS``, ``LOYALTY_CDP_KEY_RATE_LIMIT``.
     """
 
     data_dir: Path = Path("./data")
@@ -38,6 +38,8 @@ class Settings:
     program: Path | None = None
     # Events waiting for the durable append; beyond this, ingest answers 429.
     ingest_queue_events: int = 200_000
+    # Requests a second each API key may make on average (bursts up to twice that); 0 = no limit.
+    key_rate_limit: int = 10_000
 
     def __post_init__(self) -> None:
         if self.storage not in ("sqlite", "postgres"):
@@ -50,6 +52,8 @@ class Settings:
             raise InvalidInput("port", f"must be between 1 and 65535, got {self.port}")
         if self.ingest_queue_events < 1:
             raise InvalidInput("ingest_queue_events", "must be positive")
+        if self.key_rate_limit < 0:
+            raise InvalidInput("LOYALTY_CDP_KEY_RATE_LIMIT", "must be 0 (no limit) or a positive rate")
 
     @property
     def masked_dsn(self) -> str | None:
@@ -68,7 +72,8 @@ class Settings:
             values["postgres_dsn"] = env["LOYALTY_CDP_POSTGRES_DSN"]
         if "LOYALTY_CDP_HOST" in env:
             values["host"] = env["LOYALTY_CDP_HOST"]
-        for key, name in (("port", "LOYALTY_CDP_PORT"), ("ingest_queue_events", "LOYALTY_CDP_INGEST_QUEUE_EVENTS")):
+        for key, name in (("port", "LOYALTY_CDP_PORT"), ("ingest_queue_events", "LOYALTY_CDP_INGEST_QUEUE_EVENTS"),
+                          ("key_rate_limit", "LOYALTY_CDP_KEY_RATE_LIMIT")):
             if name in env:
                 try:
                     values[key] = int(env[name])

@@ -78,3 +78,15 @@ def test_server_on_postgres_event_log(tmp_path: Path, postgres_dsn: str) -> None
         assert sorted(clients) == sorted(f"pg-{i}" for i in range(50))
     finally:
         log.close()
+
+
+def test_per_key_rate_limit_answers_429_with_retry_after(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path / "data", {"LOYALTY_CDP_KEY_RATE_LIMIT": "5"})
+    busy, other = server.create_key("read"), server.create_key("read")
+    with server, httpx.Client(base_url=server.url, timeout=10) as client:
+        answers = [client.get("/v1/members/ghost", headers={"Authorization": f"Bearer {busy}"}) for _ in range(30)]
+        statuses = [a.status_code for a in answers]
+        assert statuses[:10] == [404] * 10 and 429 in statuses  # a burst of twice the rate, then refused
+        refused = next(a for a in answers if a.status_code == 429)
+        assert refused.headers["Retry-After"] == "1"
+        assert client.get("/v1/members/ghost", headers={"Authorization": f"Bearer {other}"}).status_code == 404

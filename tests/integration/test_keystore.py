@@ -13,7 +13,7 @@ from loyalty_cdp.errors import InvalidInput, NotFound
 
 def test_create_verify_and_scopes(tmp_path: Path) -> None:
     store = KeyStore(tmp_path / "keys.db")
-    key, record = store.create(frozenset({"ingest", "read"}))
+    key, _ = store.create(frozenset({"ingest", "read"}))
     assert key.startswith("lcdp_") and len(key) > 40
     verified = store.verify(key)
     assert verified is not None and verified.scopes == {"ingest", "read"}
@@ -44,7 +44,7 @@ def test_revocation_by_another_process_takes_effect_on_the_next_verify(tmp_path:
 
 def test_last_use_is_recorded(tmp_path: Path) -> None:
     store = KeyStore(tmp_path / "keys.db")
-    key, record = store.create(frozenset({"read"}))
+    key, _ = store.create(frozenset({"read"}))
     store.verify(key)
     store.flush_usage()
     [listed] = store.list()
@@ -64,3 +64,14 @@ def test_unknown_key_id_and_bad_scopes(tmp_path: Path) -> None:
     with pytest.raises(InvalidInput, match="at least one"):
         parse_scopes(" , ")
     assert parse_scopes("ingest, read") == {"ingest", "read"}
+
+
+def test_rate_limiter_allows_the_burst_then_the_rate() -> None:
+    from loyalty_cdp.adapters.keystore import RateLimiter
+
+    limiter = RateLimiter(rate=10, burst=20)
+    assert all(limiter.allow("k1", now=100.0) for _ in range(20))
+    assert not limiter.allow("k1", now=100.0)
+    assert limiter.allow("k2", now=100.0)  # every key has its own bucket
+    assert sum(limiter.allow("k1", now=101.0) for _ in range(15)) == 10  # a second buys ten requests
+    assert sum(limiter.allow("k1", now=110.0) for _ in range(50)) == 20  # refilled to the burst, no more

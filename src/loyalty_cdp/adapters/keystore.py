@@ -66,6 +66,25 @@ def _digest(key: str) -> bytes:
     return hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
 
 
+class RateLimiter:
+    """A token bucket per key: ``rate`` requests a second on average, bursts up to ``burst``."""
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._buckets: dict[str, tuple[float, float]] = {}  # key id -> (tokens, when)
+
+    def allow(self, key_id: str, now: float | None = None) -> bool:
+        at = time.monotonic() if now is None else now
+        tokens, then = self._buckets.get(key_id, (self.burst, at))
+        tokens = min(self.burst, tokens + (at - then) * self.rate)
+        if tokens < 1.0:
+            self._buckets[key_id] = (tokens, at)
+            return False
+        self._buckets[key_id] = (tokens - 1.0, at)
+        return True
+
+
 class KeyStore:
     """The key table of ``<data-dir>/keys.db``; safe to share between threads."""
 
@@ -76,6 +95,7 @@ class KeyStore:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
         self._lock = threading.Lock()
+        self.limiter: RateLimiter | None = None  # set by the server (per-key rate limits)
         self._by_digest: dict[bytes, ApiKey] = {}
         self._seen_version = -1
         self._used: dict[str, int] = {}

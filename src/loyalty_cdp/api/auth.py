@@ -8,7 +8,7 @@ import binascii
 from starlette.requests import Request
 
 from loyalty_cdp.adapters.keystore import ApiKey, KeyStore
-from loyalty_cdp.errors import Forbidden, Unauthorized
+from loyalty_cdp.errors import Forbidden, Overloaded, Unauthorized
 
 
 def key_from_header(request: Request) -> str | None:
@@ -29,7 +29,8 @@ def key_from_header(request: Request) -> str | None:
 
 
 def require(keys: KeyStore, key: str | None, scope: str) -> ApiKey:
-    """The key's record if it is valid and holds ``scope``; 401 or 403 otherwise."""
+    """The key's record if it is valid, holds ``scope`` and is within its rate limit (the key
+    store's limiter, set by the server: see bootstrap); 401, 403 or 429 otherwise."""
     if not key:
         raise Unauthorized("an API key is required (HTTP Basic user name, Bearer token or writeKey)")
     record = keys.verify(key)
@@ -37,4 +38,6 @@ def require(keys: KeyStore, key: str | None, scope: str) -> ApiKey:
         raise Unauthorized("the API key is unknown or revoked")
     if scope not in record.scopes:
         raise Forbidden(f"the API key lacks the {scope!r} scope")
+    if keys.limiter is not None and not keys.limiter.allow(record.key_id):
+        raise Overloaded(retry_after=1)
     return record
