@@ -11,7 +11,6 @@ ones (resending the valid ones too is harmless: they are deduplicated by message
 from __future__ import annotations
 
 import time
-import uuid
 import zlib
 from typing import Any
 
@@ -19,22 +18,13 @@ import msgspec
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from loyalty_cdp.adapters.keystore import ApiKey, KeyStore
 from loyalty_cdp.api.auth import key_from_header, require
 from loyalty_cdp.api.errors import json_response
-from loyalty_cdp.core.events import (
-    CALL_TYPES,
-    MAX_BATCH_BYTES,
-    MAX_BATCH_EVENTS,
-    MAX_EVENT_BYTES,
-    Event,
-    normalise,
-    parse_time,
-)
-from loyalty_cdp.core.loyalty.inputs import COMMAND_EVENTS
-from loyalty_cdp.errors import Forbidden, InvalidInput, LoyaltyCdpError, PayloadTooLarge
+from loyalty_cdp.core.events import CALL_TYPES, MAX_BATCH_BYTES, MAX_BATCH_EVENTS, MAX_EVENT_BYTES, decode_json
+from loyalty_cdp.errors import InvalidInput, LoyaltyCdpError, PayloadTooLarge
 
 router = APIRouter(tags=["ingest"])
-_decode = msgspec.json.Decoder().decode
 _SUCCESS = Response(b'{"success":true}', media_type="application/json")
 
 _CALL_SCHEMA: dict[str, Any] = {
@@ -112,20 +102,50 @@ async def read_body(request: Request, limit: int) -> bytes:
     return inflated
 
 
-def _decode_json(body: bytes) -> Any:
+class _CallEnvelope(msgspec.Struct, rename="camel"):
+    """What the server reads of a body to authenticate it: ``writeKey`` (the rest is skipped)."""
+
+    write_key: Any = None
+
+
+class _BatchEnvelope(msgspec.Struct):
+    """What the server reads of a batch before the writer: its calls, undecoded."""
+
+    batch: list[msgspec.Raw] | None = None
+
+
+_call_envelope = msgspec.json.Decoder(_CallEnvelope)
+_batch_envelope = msgspec.json.Decoder(_BatchEnvelope)
+
+
+def _body_key(body: bytes, keys: KeyStore) -> ApiKey:
+    """The key given as ``writeKey`` in the body, if it is valid for ingest (401 or 403 otherwise)."""
     try:
-        return _decode(body)
-    except msgspec.DecodeError as exc:
-        raise InvalidInput("body", f"is not valid JSON: {exc}") from None
-    except UnicodeDecodeError as exc:
-        raise InvalidInput("body", f"is not valid UTF-8 (byte {exc.start})") from None
-    except RecursionError:
-        raise InvalidInput("body", "is nested too deeply to be an event") from None
+        key = decode_json(body, _call_envelope).write_key
+    except msgspec.ValidationError:  # not a JSON object: no key in it
+        key = None
+    return require(keys, key if isinstance(key, str) else None, "ingest")
 
 
-def _body_key(payload: Any) -> str | None:
-    key = payload.get("writeKey") if isinstance(payload, dict) else None
-    return key if isinstance(key, str) and key else None
+def _count_calls(body: bytes, call_type: str | None) -> int:
+    """Check the request's shape and count its calls.
+
+    Only the envelope is decoded here (the calls are skipped, not built), so that the event
+    loop stays free; the writer decodes and normalises the calls.
+    """
+    if call_type is not None:
+        return 1
+    try:
+        envelope: _BatchEnvelope | None = decode_json(body, _batch_envelope)
+    except msgspec.ValidationError:  # not an object, or "batch" not an array
+        envelope = None
+    if envelope is None and body.lstrip()[:1] != b"{":
+        raise InvalidInput("body", "must be a JSON object with a 'batch' array")
+    if envelope is None or envelope.batch is None:
+        raise InvalidInput("batch", "must be an array of calls")
+    if len(envelope.batch) > MAX_BATCH_EVENTS:
+        raise PayloadTooLarge("batch", f"holds {len(envelope.batch)} events, over the {MAX_BATCH_EVENTS} limit")
+    return len(envelope.batch)
 
 
 async def _ingest(request: Request, call_type: str | None) -> Response:
@@ -133,89 +153,35 @@ async def _ingest(request: Request, call_type: str | None) -> Response:
     metrics = components.metrics
     try:
         header_key = key_from_header(request)
-        if header_key is not None:
-            record = require(components.keys, header_key, "ingest")
+        record = require(components.keys, header_key, "ingest") if header_key is not None else None
         body = await read_body(request, MAX_EVENT_BYTES if call_type else MAX_BATCH_BYTES)
-        payload = _decode_json(body)
-        if header_key is None:
-            record = require(components.keys, _body_key(payload), "ingest")
         received_at = int(time.time() * 1000)
-        if call_type is not None:
-            events = [normalise(payload, call_type=call_type, received_at=received_at,
-                                default_message_id=f"lcdp-{uuid.uuid4()}")]
-            errors: list[dict[str, Any]] = []
-        else:
-            events, errors = _normalise_batch(payload, received_at)
-        _check_commands(events, record.scopes)
-        if dropped := components.suppression.suppressed(events):
-            # An erased person's events are never stored; the client is answered as usual.
-            events = [event for index, event in enumerate(events) if index not in dropped]
-            metrics.rejected.labels("Suppressed").inc(len(dropped))
-        await components.appender.submit(events)
+        if record is None:
+            record = _body_key(body, components.keys)
+        calls = _count_calls(body, call_type)
+        stored = await components.appender.submit_request(call_type, body, received_at, calls,
+                                                          commands_allowed="loyalty" in record.scopes)
     except LoyaltyCdpError as exc:
         metrics.rejected.labels(type(exc).__name__).inc()
         raise
-    metrics.accepted.inc(len(events))
-    if errors:
-        metrics.rejected.labels("InvalidEvent").inc(len(errors))
-    if not errors:
+    metrics.accepted.inc(stored.accepted)
+    if stored.suppressed:
+        metrics.rejected.labels("Suppressed").inc(stored.suppressed)
+    if not stored.rejections:
         return _SUCCESS
+    metrics.rejected.labels("InvalidEvent").inc(len(stored.rejections))
+    rejected = len(stored.rejections)
     return json_response(
         {
             "success": False,
-            "message": f"{len(errors)} of {len(errors) + len(events)} events rejected; "
-                       f"the other {len(events)} were stored",
-            "accepted": len(events),
-            "rejected": len(errors),
-            "errors": errors,
+            "message": f"{rejected} of {rejected + stored.accepted} events rejected; "
+                       f"the other {stored.accepted} were stored",
+            "accepted": stored.accepted,
+            "rejected": rejected,
+            "errors": stored.rejections,
         },
         400,
     )
-
-
-def _check_commands(events: list[Event], scopes: frozenset[str]) -> None:
-    """Loyalty commands (a redemption, a points adjustment) move points: they need the ``loyalty``
-    scope as well, or any write key could grant itself points. The whole request is refused."""
-    if "loyalty" in scopes:
-        return
-    for event in events:
-        if event.type == "track" and event.event in COMMAND_EVENTS:
-            raise Forbidden(f"{event.event!r} is a loyalty command: the key needs the 'loyalty' scope")
-
-
-def _normalise_batch(payload: Any, received_at: int) -> tuple[list[Event], list[dict[str, Any]]]:
-    if not isinstance(payload, dict):
-        raise InvalidInput("body", "must be a JSON object with a 'batch' array")
-    calls = payload.get("batch")
-    if not isinstance(calls, list):
-        raise InvalidInput("batch", "must be an array of calls")
-    if len(calls) > MAX_BATCH_EVENTS:
-        raise PayloadTooLarge("batch", f"holds {len(calls)} events, over the {MAX_BATCH_EVENTS} limit")
-    sent_at = parse_time(payload["sentAt"], "sentAt") if payload.get("sentAt") is not None else None
-    shared_context = payload.get("context")
-    if shared_context is not None and not isinstance(shared_context, dict):
-        raise InvalidInput("context", "must be a JSON object")
-    events: list[Event] = []
-    errors: list[dict[str, Any]] = []
-    # One random id per request, suffixed per call: unique, and far cheaper than a uuid per call.
-    request_id = f"lcdp-{uuid.uuid4()}"
-    for index, call in enumerate(calls):
-        if shared_context and isinstance(call, dict):
-            own = call.get("context")
-            if own is None or isinstance(own, dict):
-                call = {**call, "context": {**shared_context, **(own or {})}}
-        try:
-            events.append(normalise(call, call_type=None, received_at=received_at,
-                                    default_message_id=f"{request_id}-{index}", batch_sent_at=sent_at))
-        except InvalidInput as exc:
-            message_id = call.get("messageId") if isinstance(call, dict) else None
-            errors.append({
-                "index": index,
-                "messageId": message_id if isinstance(message_id, str) else None,
-                "field": f"batch[{index}]" + (f".{exc.field}" if exc.field else ""),
-                "reason": exc.reason,
-            })
-    return events, errors
 
 
 def _route(call_type: str | None) -> None:
