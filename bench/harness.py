@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +23,31 @@ def running_server(env: dict[str, str] | None = None, *extra: str) -> Iterator[S
         yield server
 
 
+def process_cpu(pid: int, children: bool = True) -> float:
+    """CPU seconds (user + system) used so far by a process, and its live children unless told not."""
+    pids = [pid]
+    if children:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as listed:
+                pids.extend(int(child) for child in listed.read().split())
+    seconds = 0.0
+    for each in pids:
+        try:
+            with open(f"/proc/{each}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except FileNotFoundError:  # a child that just exited
+            continue
+        seconds += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return seconds
+
+
+def metric(base_url: str, name: str) -> float:
+    """One unlabelled value from the server's Prometheus metrics."""
+    with urllib.request.urlopen(base_url + "/metrics", timeout=10) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    raise KeyError(name)
 
 
 async def _request(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, raw: bytes) -> int:

@@ -1,11 +1,14 @@
 """Ingest benchmark: durable batched events/s and single-event requests/s with p50/p99, over loopback.
 
-Run:  .venv/bin/python bench/ingest.py [--events 300000] [--batch 500] [--postgres DSN]
+Run:  .venv/bin/python bench/ingest.py [--events 300000] [--batch 500] [--repeat 3] [--postgres DSN]
 
 Each run starts a real ``loyalty-cdp serve`` (embedded SQLite, or PostgreSQL with --postgres),
 sends pre-encoded batches with unique messageIds over keep-alive connections, and counts
 only acknowledged events (the server acks after the durable append). It repeats each
-measurement ``--repeat`` times and reports the median.
+measurement ``--repeat`` times and reports the median, with the load average of the machine
+around each run (other work on the machine competes for the same cores), the server's CPU
+time per event (the HTTP process, where the profile processor also runs, and its child, the
+event log writer), and how far the profile processor lagged behind the log at the end.
 """
 
 from __future__ import annotations
@@ -13,9 +16,10 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import os
 import uuid
 
-from harness import http_request, load, median, percentile, running_server
+from harness import http_request, load, median, metric, percentile, process_cpu, running_server
 
 PRODUCTS = [
     {"product_id": f"p{i}", "sku": f"SKU-{i:05d}", "category": c, "brand": b, "price": 4.99 + i,
@@ -54,26 +58,39 @@ def main() -> None:
     parser.add_argument("--postgres", help="PostgreSQL DSN: benchmark the PostgreSQL event log instead")
     args = parser.parse_args()
     env = {"LOYALTY_CDP_STORAGE": "postgres", "LOYALTY_CDP_POSTGRES_DSN": args.postgres} if args.postgres else {}
+    store = "postgres" if args.postgres else "sqlite"
 
     with running_server(env) as server:
+        assert server.process is not None
         key = server.create_key("ingest")
         auth = "Basic " + base64.b64encode(f"{key}:".encode()).decode()
         rates = []
-        for _ in range(args.repeat):
+        for run in range(args.repeat):
             requests = batched_requests(args.events, args.batch, auth, server.port)
+            pid = server.process.pid
+            load_before, cpu_before, main_before = os.getloadavg()[0], process_cpu(pid), process_cpu(pid, False)
             seconds, _, statuses = load(server.port, requests, args.connections)
+            cpu, main_cpu = process_cpu(pid) - cpu_before, process_cpu(pid, False) - main_before
             assert set(statuses) == {200}, statuses
             rates.append(args.events / seconds)
+            print(f"store={store} batched run {run + 1}: {rates[-1]:,.0f} events/s, server CPU "
+                  f"{cpu / args.events * 1e6:.1f} us/event on {cpu / seconds:.2f} cores (HTTP process with the "
+                  f"profile processor {main_cpu / args.events * 1e6:.1f}, writer process "
+                  f"{(cpu - main_cpu) / args.events * 1e6:.1f}), load average {load_before:.2f} -> "
+                  f"{os.getloadavg()[0]:.2f}", flush=True)
+        lag = metric(server.url, "lcdp_processor_lag_events")
         singles = [http_request("/v1/track", json.dumps(make_event(n)).encode(), auth, server.port)
                    for n in range(args.single)]
+        load_before = os.getloadavg()[0]
         seconds, latencies, statuses = load(server.port, singles, args.connections)
         assert set(statuses) == {200}, statuses
 
-    store = "postgres" if args.postgres else "sqlite"
     print(f"store={store} batched: median {median(rates):,.0f} events/s over {args.repeat} runs "
-          f"of {args.events:,} events in batches of {args.batch} ({', '.join(f'{r:,.0f}' for r in rates)})")
+          f"of {args.events:,} events in batches of {args.batch} ({', '.join(f'{r:,.0f}' for r in rates)}); "
+          f"the profile processor was {lag:,.0f} events behind the log at the end")
     print(f"store={store} single-event: {args.single / seconds:,.0f} requests/s, "
-          f"p50 {percentile(latencies, 0.5) * 1000:.2f} ms, p99 {percentile(latencies, 0.99) * 1000:.2f} ms")
+          f"p50 {percentile(latencies, 0.5) * 1000:.2f} ms, p99 {percentile(latencies, 0.99) * 1000:.2f} ms "
+          f"(load average {load_before:.2f} -> {os.getloadavg()[0]:.2f})")
 
 
 if __name__ == "__main__":
