@@ -122,7 +122,8 @@ def build(settings: Settings, metrics: Metrics) -> Components:
         metrics.record_append(result)
         processor.notify()
 
-    appender = GroupCommitAppender(event_log, capacity=settings.ingest_queue_events, on_append=appended)
+    appender = GroupCommitAppender(event_log, capacity=settings.ingest_queue_events, on_append=appended,
+                                   data_dir=settings.data_dir)
     metrics.watch(
         queue_depth=lambda: appender.queued_events,
         log_events=lambda: event_log.count(),
