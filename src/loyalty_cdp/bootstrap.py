@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from loyalty_cdp.adapters.audit import AUDIT_DB, AuditLog
+from loyalty_cdp.adapters.decisionstore import DecisionStore
 from loyalty_cdp.adapters.eventlog.base import AppendResult, EventLog
 from loyalty_cdp.adapters.keystore import KeyStore, RateLimiter
+from loyalty_cdp.adapters.outbox import OUTBOX_FILE, Outbox
 from loyalty_cdp.adapters.privacy_requests import PrivacyRequestStore
 from loyalty_cdp.adapters.profilestore.base import ProfileStore
 from loyalty_cdp.adapters.scorestore import ScoreStore
@@ -17,6 +20,7 @@ from loyalty_cdp.core.loyalty import LoyaltyEngine, ProgramBook
 from loyalty_cdp.core.loyalty.program import VersionError
 from loyalty_cdp.core.segments import LoyaltyReader
 from loyalty_cdp.services.appender import GroupCommitAppender
+from loyalty_cdp.services.decisioning_stage import DecisioningStage
 from loyalty_cdp.services.processor import Processor
 from loyalty_cdp.settings import Settings
 
@@ -60,10 +64,25 @@ def open_program(settings: Settings) -> tuple[ProgramBook, DecisioningBook]:
 
 
 def open_processor(settings: Settings, event_log: EventLog, batch_size: int = 5_000,
-                   suppression: SuppressionList | None = None, program: ProgramBook | None = None) -> Processor:
-    return Processor(event_log, open_profile_store(settings), batch_size=batch_size,
-                     loyalty=LoyaltyEngine(program or open_program(settings)[0]),
-                     suppression=suppression or open_suppression(settings))
+                   suppression: SuppressionList | None = None,
+                   program: tuple[ProgramBook, DecisioningBook] | None = None,
+                   decisioning: DecisioningStage | None = None) -> Processor:
+    """The processor with the loyalty program; with ``decisioning``, segments, triggers and decisions too."""
+    book = (program or open_program(settings))[0]
+    return Processor(event_log, open_profile_store(settings), batch_size=batch_size, loyalty=LoyaltyEngine(book),
+                     suppression=suppression or open_suppression(settings), decisioning=decisioning)
+
+
+def open_decision_store(settings: Settings) -> DecisionStore:
+    """Decisions and segment memberships, in the outbox's file (``<data-dir>/outbox.db``)."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return DecisionStore(Outbox(settings.data_dir / OUTBOX_FILE))
+
+
+def open_decisioning_stage(settings: Settings, program: tuple[ProgramBook, DecisioningBook],
+                           store: DecisionStore, scores: ScoreStore) -> DecisioningStage:
+    return DecisioningStage(program[1], LoyaltyReader(program[0]), store, lambda: int(time.time() * 1000),
+                            scores=scores)
 
 
 def open_suppression(settings: Settings) -> SuppressionList:
@@ -94,6 +113,7 @@ class Components:
     audit: AuditLog
     decisioning: DecisioningBook
     loyalty_reader: LoyaltyReader
+    decisions: DecisionStore
 
     async def start(self) -> None:
         self.appender.start()
@@ -103,6 +123,8 @@ class Components:
         await self.appender.close()
         self.processor.stop()
         self.processor.close()
+        self.decisions.close()
+        self.decisions.outbox.close()
         self.scores.close()
         self.suppression.close()
         self.privacy_requests.close()
@@ -114,9 +136,12 @@ class Components:
 def build(settings: Settings, metrics: Metrics) -> Components:
     """Open the stores and wire the services. Call inside the server's event loop."""
     event_log = open_event_log(settings)
-    program, decisioning = open_program(settings)
+    program = open_program(settings)
     suppression = open_suppression(settings)
-    processor = open_processor(settings, event_log, suppression=suppression, program=program)
+    scores = ScoreStore(settings.data_dir)
+    decisions = open_decision_store(settings)
+    stage = open_decisioning_stage(settings, program, decisions, scores)
+    processor = open_processor(settings, event_log, suppression=suppression, program=program, decisioning=stage)
 
     def appended(result: AppendResult) -> None:
         metrics.record_append(result)
@@ -134,7 +159,6 @@ def build(settings: Settings, metrics: Metrics) -> Components:
     keys = open_key_store(settings)
     if settings.key_rate_limit:
         keys.limiter = RateLimiter(settings.key_rate_limit, 2 * settings.key_rate_limit)
-    return Components(settings, event_log, keys, metrics, appender, processor,
-                      ScoreStore(settings.data_dir), suppression,
-                      PrivacyRequestStore(settings.data_dir), open_audit_log(settings), decisioning,
-                      LoyaltyReader(program))
+    return Components(settings, event_log, keys, metrics, appender, processor, scores, suppression,
+                      PrivacyRequestStore(settings.data_dir), open_audit_log(settings), program[1],
+                      LoyaltyReader(program[0]), decisions)

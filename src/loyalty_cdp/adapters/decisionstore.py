@@ -105,9 +105,10 @@ class Batch(msgspec.Struct):
     decisions: list[Decision] = msgspec.field(default_factory=list)
     messages: list[OutboundMessage] = msgspec.field(default_factory=list)
     transitions: list[Transition] = msgspec.field(default_factory=list)
+    removed_members: list[str] = msgspec.field(default_factory=list)  # merged away: memberships end
 
     def __bool__(self) -> bool:
-        return bool(self.decisions or self.messages or self.transitions)
+        return bool(self.decisions or self.messages or self.transitions or self.removed_members)
 
 
 class DecisionStore:
@@ -148,6 +149,7 @@ class DecisionStore:
                 ).rowcount
                 if inserted:
                     new.append(decision.decision_id)
+            conn.executemany("DELETE FROM segment_members WHERE member_id = ?", [(m,) for m in batch.removed_members])
             fresh = set(new)
             stage(conn, [m for m in batch.messages if m.decision_id in fresh], now_ms)
             for t in batch.transitions:
@@ -277,3 +279,44 @@ class DecisionStore:
     def close(self) -> None:
         with self._read_lock:
             self._reader.close()
+
+    # -- reads for the segments and decisions API (added after the write path) -----------------
+
+    def segment_size_history(self, segment_id: str, bucket_ms: int = 86_400_000) -> list[tuple[int, int, int]]:
+        """(bucket start, entries, exits) per ``bucket_ms`` bucket (UTC days by default), oldest first."""
+        rows = self._rows(
+            "SELECT (at / :bucket) * :bucket AS start, sum(kind = 'entered'), sum(kind = 'exited') "
+            "FROM segment_transitions WHERE segment_id = :segment GROUP BY start ORDER BY start",
+            {"bucket": bucket_ms, "segment": segment_id})
+        return [(int(start), int(entered), int(exited)) for start, entered, exited in rows]
+
+    def segment_entries(self, segment_id: str) -> dict[str, int]:
+        """Each member's latest entry number into the segment (members who ever entered it)."""
+        return dict(self._rows("SELECT member_id, max(entry) FROM segment_transitions "
+                               "WHERE segment_id = ? AND kind = 'entered' GROUP BY member_id", (segment_id,)))
+
+    def segment_member_ids(self, segment_id: str) -> dict[str, int]:
+        """Every current member of the segment and since when (member id -> epoch ms)."""
+        return dict(self._rows("SELECT member_id, since FROM segment_members WHERE segment_id = ?", (segment_id,)))
+
+    def member_decisions(self, member_id: str, before: tuple[int, str] | None = None,
+                         limit: int = 50) -> list[Decision]:
+        """The member's decisions, newest first (by time, then id), strictly after the cursor ``before``."""
+        at, decision = before if before is not None else (2**62, "")
+        rows = self._rows(
+            "SELECT body FROM decisions WHERE member_id = :member AND (at < :at OR (at = :at AND decision_id < :id)) "
+            "ORDER BY at DESC, decision_id DESC LIMIT :limit",
+            {"member": member_id, "at": at, "id": decision if before is not None else "\U0010ffff", "limit": limit})
+        return [_decode(row[0]) for row in rows]
+
+    def outcomes_of(self, decision_ids: Iterable[str]) -> dict[str, dict[str, int]]:
+        """The outcomes reported for each of ``decision_ids``: decision -> outcome -> when."""
+        ids = list(decision_ids)
+        found: dict[str, dict[str, int]] = {}
+        if not ids:
+            return found
+        for decision, outcome, at in self._rows(
+                "SELECT decision_id, outcome, at FROM decision_outcomes "
+                "WHERE decision_id IN (SELECT value FROM json_each(?))", (msgspec.json.encode(ids).decode(),)):
+            found.setdefault(decision, {})[outcome] = at
+        return found

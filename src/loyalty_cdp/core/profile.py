@@ -209,9 +209,11 @@ class Activity(msgspec.Struct, kw_only=True, gc=False, omit_defaults=True):
 
 
 class Profile(msgspec.Struct, kw_only=True, gc=False, omit_defaults=True):
-    """One member's unified profile. ``loyalty``, ``scores``, ``segments`` and ``consent``
-    belong to the loyalty engine, the scoring jobs, segmentation and privacy: the fold
-    carries them over untouched."""
+    """One member's unified profile. ``loyalty``, ``scores``, ``segments``, ``windows`` and
+    ``consent`` belong to the loyalty engine, the scoring jobs, segmentation and privacy: the
+    fold carries them over untouched. ``windows`` holds the event times that segment count
+    conditions need and the fold does not keep (``EventWindows.times``, see
+    :mod:`loyalty_cdp.core.segments.counts`)."""
 
     member_id: str
     user_id: str | None = None
@@ -222,6 +224,7 @@ class Profile(msgspec.Struct, kw_only=True, gc=False, omit_defaults=True):
     loyalty: dict[str, Any] = msgspec.field(default_factory=dict)
     scores: dict[str, Any] = msgspec.field(default_factory=dict)
     segments: dict[str, Any] = msgspec.field(default_factory=dict)
+    windows: dict[str, list[int]] = msgspec.field(default_factory=dict)
     consent: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
@@ -256,6 +259,22 @@ def _copy_activity(act: Activity) -> Activity:
 def message_hash(message_id: str) -> int:
     """The 64-bit hash under which a folded message id is remembered."""
     return int.from_bytes(blake2b(message_id.encode(), digest_size=8).digest(), "little")
+
+
+def unseen(state: Profile | None, events: Sequence[DecodedEvent]) -> list[DecodedEvent]:
+    """The events of ``events`` that ``state`` has not folded yet (each once), in their order."""
+    seen = _unpack(state.seen) if state is not None else array("Q")
+    count = len(seen)
+    fresh: list[DecodedEvent] = []
+    taken: set[int] = set()
+    for event in events:
+        digest = message_hash(event.message_id)
+        index = bisect_left(seen, digest)
+        if digest in taken or (index < count and seen[index] == digest):
+            continue
+        taken.add(digest)
+        fresh.append(event)
+    return fresh
 
 
 def _unpack(blob: bytes) -> array[int]:

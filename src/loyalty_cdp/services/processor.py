@@ -9,15 +9,18 @@ Each step, in this order (the delivery guarantee is the order):
    (:func:`merge_profiles`; if two profiles share an event, rebuild the member from the
    log instead), then fold each member's events of the batch into its profile, and run
    the loyalty program on them (:class:`LoyaltyStage`);
-4. append the loyalty events the batch emitted (deterministic message ids: a redo after
-   a crash is deduplicated by the log);
-5. commit the changed members, the changed profiles and the batch's last offset in one
+5. run the decisioning stage (:class:`DecisioningStage`) on the changed members with their
+   new events: segment memberships, triggers, decisions;
+6. append the calls the batch emitted (loyalty, segment and ``Offer Granted`` events; their
+   message ids are deterministic, so a redo after a crash is deduplicated by the log), then
+   store the decisions with their outbound messages (inserted if absent by decision id);
+7. commit the changed members, the changed profiles and the batch's last offset in one
    transaction of the profile store;
-6. only then publish the new profiles to the :class:`MemberView` the API reads.
+8. only then publish the new profiles to the :class:`MemberView` the API reads.
 
-A crash anywhere before 5 leaves the old state and the old offset, so the batch is
-simply processed again (re-emitting the same loyalty events, which the log keeps once);
-after 5 it is never processed again. Because the fold skips
+A crash anywhere before 7 leaves the old state and the old offset, so the batch is
+simply processed again (re-emitting the same events, which the log keeps once, and the same
+decisions, which the decision store keeps once); after 7 it is never processed again. Because the fold skips
 events it has already folded and is order-independent, replaying the log from offset 0
 (``loyalty-cdp replay``) gives exactly the profiles incremental processing gave.
 """
@@ -33,6 +36,7 @@ from typing import Any
 
 import msgspec
 
+from loyalty_cdp.adapters.decisionstore import Batch
 from loyalty_cdp.adapters.eventlog.base import EventLog, StoredEvent
 from loyalty_cdp.adapters.profilestore.base import Changes, IdentityRecord, ProfileStore
 from loyalty_cdp.adapters.suppression import SuppressionList as Suppression
@@ -55,8 +59,9 @@ from loyalty_cdp.core.identifiers import (
 )
 from loyalty_cdp.core.identity import IdentityGraph, IdentityRules, Member, Resolution
 from loyalty_cdp.core.loyalty import CampaignBudgets, LoyaltyEngine
-from loyalty_cdp.core.profile import Profile, fold, merge_profiles
+from loyalty_cdp.core.profile import Profile, fold, merge_profiles, unseen
 from loyalty_cdp.errors import Conflict
+from loyalty_cdp.services.decisioning_stage import DecisioningStage
 from loyalty_cdp.services.loyalty_stage import LoyaltyStage
 
 log = logging.getLogger(__name__)
@@ -92,13 +97,15 @@ class MemberView:
         return len(self.profiles)
 
 
-ADVANCE_EVERY_S = 5.0  # how often due loyalty transitions are looked for
+ADVANCE_EVERY_S = 5.0  # how often due loyalty transitions and the decisioning sweep are looked at
+SWEEP_SLICE = 2_000  # members the decisioning sweep looks at per tick
+SWEEP_EVERY_S = 3_600.0  # a full sweep of every member starts at most this often
 
 
 class Processor:
     def __init__(self, event_log: EventLog, store: ProfileStore, rules: IdentityRules | None = None,
                  batch_size: int = 5_000, loyalty: LoyaltyEngine | None = None,
-                 suppression: Suppression | None = None) -> None:
+                 suppression: Suppression | None = None, decisioning: DecisioningStage | None = None) -> None:
         self._log = event_log
         self._suppression = suppression
         self._step_lock = threading.Lock()  # a batch, a transition run or an erasure: one at a time
@@ -122,6 +129,9 @@ class Processor:
             self.loyalty = LoyaltyStage(loyalty, self._member_history)
         if self.loyalty is not None:
             self.loyalty.load((mid, _decode_profile(blob)) for mid, blob in snapshot.profiles.items())
+        self.decisioning = decisioning
+        self._sweep: list[str] = []  # member ids the current decisioning sweep has still to look at
+        self._sweep_started = -SWEEP_EVERY_S
         self._wakeup = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -166,6 +176,7 @@ class Processor:
                     if not applied and time.monotonic() - advanced_at >= ADVANCE_EVERY_S:
                         advanced_at = time.monotonic()
                         self.advance_due(int(time.time() * 1000))
+                        self.sweep(int(time.time() * 1000))
             except Exception:  # a store outage must not kill the thread; the batch is retried
                 self.failures += 1
                 log.exception("processor step failed; retrying")
@@ -195,9 +206,13 @@ class Processor:
                 by_member[member_id].append(index)
         emitted: list[dict[str, Any]] = []
         budgets_before = dict(self._budgets.spent)
+        fresh: dict[str, list[DecodedEvent]] = {}
         for member_id, indices in by_member.items():
             member_events = [events[i] for i in indices]
-            profile = fold(self._current(member_id, updated), member_events, self._graph.member(member_id))
+            before = self._current(member_id, updated)
+            if self.decisioning is not None:
+                fresh[member_id] = unseen(before, member_events)
+            profile = fold(before, member_events, self._graph.member(member_id))
             if any(e.consent or e.event == CONSENT_EVENT for e in member_events):
                 profile.consent = consent_to_builtins(fold_consent(_consent(profile), member_events))
             if self.loyalty is not None and member_id not in rebuild:
@@ -208,8 +223,14 @@ class Processor:
                 emitted += self.loyalty.rebuild(updated[member_id])
             for old_id in removed:
                 self.loyalty.forget(old_id)
+        batch = Batch()
+        if self.decisioning is not None:
+            self._decisioning_stage(updated, fresh, rebuild | {resolution.renamed[old] for old in removed},
+                                    removed, batch, emitted)
         members = [m for m in (self._graph.member(mid) for mid in resolution.changed) if m is not None]
         self._emit(emitted)
+        if batch and self.decisioning is not None:
+            self.decisioning.store.write(batch, int(time.time() * 1000))
         encoded = {member_id: _encode(profile) for member_id, profile in updated.items()}
         self._store.commit(Changes(
             offset=last_offset, members=members, removed_members=list(resolution.renamed),
@@ -247,6 +268,50 @@ class Processor:
         encoded = {member_id: _encode(profile) for member_id, profile in updated.items()}
         self._store.commit(Changes(offset=self.offset, profiles=encoded))
         self.view.profiles.update(encoded)
+        return len(updated)
+
+    def _decisioning_stage(self, updated: dict[str, Profile], fresh: dict[str, list[DecodedEvent]],
+                           merged: set[str], removed: list[str], batch: Batch, emitted: list[dict[str, Any]]) -> None:
+        """Segments, triggers and decisions for the batch's changed members (members merged in
+        the batch recompute their event windows from their whole history)."""
+        assert self.decisioning is not None
+        for member_id, profile in updated.items():
+            history = None
+            if member_id in merged:
+                def history(profile: Profile = profile) -> list[DecodedEvent]:
+                    return [decode_event(e) for e in self._member_history(profile)]
+            updated[member_id] = self.decisioning.member(profile, fresh.get(member_id, []), batch, emitted, history)
+        if removed:
+            self.decisioning.forget(removed, batch)
+
+    def sweep(self, now_ms: int) -> int:
+        """Look at the next slice of members for segments and triggers that change with time alone.
+
+        A full pass over every member starts at most every ``SWEEP_EVERY_S`` and goes
+        ``SWEEP_SLICE`` members per call; returns how many members changed."""
+        if self.decisioning is None or not self.decisioning.time_dependent(now_ms):
+            return 0
+        if not self._sweep:
+            if time.monotonic() - self._sweep_started < SWEEP_EVERY_S:
+                return 0
+            self._sweep_started = time.monotonic()
+            self._sweep = list(self.view.profiles)
+        chunk, self._sweep = self._sweep[-SWEEP_SLICE:], self._sweep[:-SWEEP_SLICE]
+        batch, emitted, updated = Batch(), [], {}
+        for member_id in chunk:
+            profile = self.view.profile(member_id)
+            if profile is None:
+                continue
+            after = self.decisioning.sweep(profile, now_ms, batch, emitted)
+            if after is not profile:
+                updated[member_id] = after
+        self._emit(emitted)
+        if batch:
+            self.decisioning.store.write(batch, now_ms)
+        if updated:
+            encoded = {member_id: _encode(profile) for member_id, profile in updated.items()}
+            self._store.commit(Changes(offset=self.offset, profiles=encoded))
+            self.view.profiles.update(encoded)
         return len(updated)
 
     def _emit(self, calls: list[dict[str, Any]]) -> None:
