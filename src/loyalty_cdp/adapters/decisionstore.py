@@ -106,9 +106,10 @@ class Batch(msgspec.Struct):
     messages: list[OutboundMessage] = msgspec.field(default_factory=list)
     transitions: list[Transition] = msgspec.field(default_factory=list)
     removed_members: list[str] = msgspec.field(default_factory=list)  # merged away: memberships end
+    memberships: dict[str, dict[str, int]] = msgspec.field(default_factory=dict)  # member -> segment -> since
 
     def __bool__(self) -> bool:
-        return bool(self.decisions or self.messages or self.transitions or self.removed_members)
+        return bool(self.decisions or self.messages or self.transitions or self.removed_members or self.memberships)
 
 
 class DecisionStore:
@@ -131,7 +132,8 @@ class DecisionStore:
     def write(self, batch: Batch, now_ms: int) -> list[str]:
         """Store the batch's decisions (if absent), stage their messages, record the transitions.
 
-        One durable transaction. Messages are staged only for decisions stored now: a
+        ``removed_members`` lose their memberships; ``memberships`` replace a member's
+        (a member that took over another's profile in a merge). One durable transaction. Messages are staged only for decisions stored now: a
         decision found already stored was delivered (or is being delivered) by its first
         write. Returns the ids of the decisions that were new."""
         new: list[str] = []
@@ -149,7 +151,11 @@ class DecisionStore:
                 ).rowcount
                 if inserted:
                     new.append(decision.decision_id)
-            conn.executemany("DELETE FROM segment_members WHERE member_id = ?", [(m,) for m in batch.removed_members])
+            gone = [*batch.removed_members, *batch.memberships]
+            conn.executemany("DELETE FROM segment_members WHERE member_id = ?", [(m,) for m in gone])
+            conn.executemany("INSERT INTO segment_members VALUES (?,?,?)",
+                             [(segment, member, since) for member, segments in batch.memberships.items()
+                              for segment, since in segments.items()])
             fresh = set(new)
             stage(conn, [m for m in batch.messages if m.decision_id in fresh], now_ms)
             for t in batch.transitions:

@@ -128,7 +128,12 @@ class DecisioningStage:
             self._record_outcome(event)
         if self.refresh is not None and any(e.event == "Order Completed" for e in new_events):
             emitted += self.refresh(profile.member_id, profile, at)
-        return self._evaluate(profile, at, segments, new_events, batch, emitted)
+        profile = self._evaluate(profile, at, segments, new_events, batch, emitted)
+        if history is not None:  # a merge: the profile's memberships may have come from another member id
+            batch.memberships[profile.member_id] = {
+                segment: state.get("since", at) for segment, state in profile.segments.items()
+                if isinstance(state, dict) and state.get("member")}
+        return profile
 
     def sweep(self, profile: Profile, now: int, batch: Batch, emitted: list[dict[str, Any]]) -> Profile:
         """The member at ``now`` with no new event: time-dependent segments and triggers."""
@@ -191,13 +196,16 @@ class DecisioningStage:
             if decision.action == "send":
                 chosen = decision.chosen[0]
                 history.append(Send(chosen.send_at, chosen.channel, chosen.offer_id))
-                if chosen.grant is not None:
-                    emitted.append(grant_event(member_id, facts.profile.user_id, chosen.grant, occurrence.at))
                 if now - occurrence.at > DELIVER_WITHIN_MS:
                     self.undelivered += 1
-                    decision.reason += (f" Not delivered: the occurrence is {(now - occurrence.at) / 3_600_000:.0f} h "
-                                        f"old, more than {DELIVER_WITHIN_MS // 3_600_000} h, when it was decided.")
-                elif self.deliver is not None:
+                    decision.reason += (f" Not delivered, nothing granted: the occurrence was "
+                                        f"{(now - occurrence.at) / 3_600_000:.0f} h old when it was decided "
+                                        f"(more than {DELIVER_WITHIN_MS // 3_600_000} h).")
+                    batch.decisions.append(decision)
+                    continue
+                if chosen.grant is not None:
+                    emitted.append(grant_event(member_id, facts.profile.user_id, chosen.grant, occurrence.at))
+                if self.deliver is not None:
                     batch.messages += self.deliver(decision, facts.profile)
             batch.decisions.append(decision)
 
