@@ -4,7 +4,8 @@ Run:  .venv/bin/python bench/fold.py [--members 2000] [--days 365] [--repeat 3]
 
 Simulates a program, appends it to a fresh SQLite event log (not timed), then replays the
 whole log into a fresh profile store with the real processor running the example retail
-program (``--no-loyalty`` leaves the loyalty stage out), ``--repeat`` times, and
+program (``--no-loyalty`` leaves the loyalty stage out; ``--decisioning`` adds the segments,
+triggers and decisions stage the server runs, with a fresh decision store), ``--repeat`` times, and
 reports the median events/s. Hot state per member is measured with tracemalloc as the
 memory a processor holds after loading the store (identity graph + member view), divided
 by the number of profiles.
@@ -19,12 +20,17 @@ import time
 import tracemalloc
 from pathlib import Path
 
+from loyalty_cdp.adapters.decisionstore import DecisionStore
 from loyalty_cdp.adapters.eventlog.sqlite import SqliteEventLog
+from loyalty_cdp.adapters.outbox import Outbox
 from loyalty_cdp.adapters.profilestore.sqlite import SqliteProfileStore
 from loyalty_cdp.adapters.program_yaml import load_program
+from loyalty_cdp.core.decisioning import DecisioningBook
 from loyalty_cdp.core.events import normalise, parse_time
 from loyalty_cdp.core.loyalty import LoyaltyEngine
+from loyalty_cdp.core.segments import LoyaltyReader
 from loyalty_cdp.programs import retail_program_path
+from loyalty_cdp.services.decisioning_stage import DecisioningStage
 from loyalty_cdp.services.processor import Processor
 from loyalty_cdp.simulator.generator import simulate
 
@@ -37,8 +43,10 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--batch", type=int, default=50_000)
     parser.add_argument("--no-loyalty", action="store_true", help="identity + fold only")
+    parser.add_argument("--decisioning", action="store_true", help="also segments, triggers and decisions")
     args = parser.parse_args()
     program = None if args.no_loyalty else load_program(retail_program_path())
+    decisioning = DecisioningBook.from_book(program) if args.decisioning and program is not None else None
     with tempfile.TemporaryDirectory(prefix="lcdp-bench-") as tmp:
         log = SqliteEventLog(Path(tmp) / "events.db")
         calls = list(simulate(args.members, args.days, args.seed))
@@ -51,9 +59,17 @@ def main() -> None:
             store = SqliteProfileStore(Path(tmp) / f"profiles-{run}.db")
             started = time.perf_counter()
             engine = None if program is None else LoyaltyEngine(program)
-            applied = Processor(log, store, batch_size=args.batch, loyalty=engine).catch_up()
+            stage = None
+            if decisioning is not None and program is not None:
+                stage = DecisioningStage(decisioning, LoyaltyReader(program),
+                                         DecisionStore(Outbox(Path(tmp) / f"outbox-{run}.db")),
+                                         lambda: int(time.time() * 1000))
+            applied = Processor(log, store, batch_size=args.batch, loyalty=engine, decisioning=stage).catch_up()
             rates.append(applied / (time.perf_counter() - started))
             store.close()
+            if stage is not None:
+                stage.store.close()
+                stage.store.outbox.close()
         store = SqliteProfileStore(Path(tmp) / "profiles-0.db")
         tracemalloc.start()
         processor = Processor(log, store, loyalty=None if program is None else LoyaltyEngine(program))
@@ -63,6 +79,8 @@ def main() -> None:
         blob_bytes = sum(len(b) for b in processor.view.profiles.values())
         log.close()
     stages = "identity + fold + persist" if program is None else "identity + fold + loyalty + persist"
+    if decisioning is not None:
+        stages = stages.replace(" + persist", " + decisioning + persist")
     print(f"replay ({stages}): median {statistics.median(rates):,.0f} events/s over "
           f"{args.repeat} runs of {len(calls):,} events ({', '.join(f'{r:,.0f}' for r in rates)})")
     print(f"hot state: {held / profiles:,.0f} bytes per member ({profiles:,} profiles; "

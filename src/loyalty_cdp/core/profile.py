@@ -261,6 +261,16 @@ def message_hash(message_id: str) -> int:
     return int.from_bytes(blake2b(message_id.encode(), digest_size=8).digest(), "little")
 
 
+def caller_of(profile: Profile) -> dict[str, str]:
+    """Who an event about this member is from, as a Segment call says it: ``userId``, or the
+    member's first ``anonymousId`` when they have not logged in (a made-up user id would
+    create a member of its own)."""
+    if profile.user_id is not None:
+        return {"userId": profile.user_id}
+    anonymous = profile.identities.get("anonymous_id")
+    return {"anonymousId": anonymous[0] if anonymous else profile.member_id}
+
+
 def unseen(state: Profile | None, events: Sequence[DecodedEvent]) -> list[DecodedEvent]:
     """The events of ``events`` that ``state`` has not folded yet (each once), in their order."""
     seen = _unpack(state.seen) if state is not None else array("Q")

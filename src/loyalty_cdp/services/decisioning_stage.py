@@ -203,7 +203,7 @@ class DecisioningStage:
                                         f"(more than {DELIVER_WITHIN_MS // 3_600_000} h).")
                     batch.decisions.append(decision)
                     continue
-                if chosen.grant is not None:
+                if chosen.grant is not None and facts.profile.user_id is not None:  # only members have an account
                     emitted.append(grant_event(member_id, facts.profile.user_id, chosen.grant, occurrence.at))
                 if self.deliver is not None:
                     batch.messages += self.deliver(decision, facts.profile)

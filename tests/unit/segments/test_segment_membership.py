@@ -101,3 +101,11 @@ def test_definition_errors_name_the_key(raw: object, field: str, reason: str) ->
 def test_a_draft_from_the_json_api_parses_alone() -> None:
     draft = parse_segment({"id": "draft", "when": {"field": "loyalty.tier", "eq": "Gold"}}, "body", CATALOG)
     assert draft.name == "draft" and draft.when == {"field": "loyalty.tier", "eq": "Gold"}
+
+
+def test_segment_events_of_a_visitor_who_never_logged_in_carry_their_anonymous_id() -> None:
+    visitor = msgspec.structs.replace(profile_of([order("o1", day(0), "Dog")]), user_id=None,
+                                      identities={"anonymous_id": ["anon-7"]})
+    update = update_memberships(segments(DEFINITIONS), facts(visitor, day(1)))
+    assert update.events
+    assert all(e["anonymousId"] == "anon-7" and "userId" not in e for e in update.events)

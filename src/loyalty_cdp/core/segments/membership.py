@@ -20,7 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from loyalty_cdp.core.events import format_time
-from loyalty_cdp.core.profile import Profile
+from loyalty_cdp.core.profile import Profile, caller_of
 from loyalty_cdp.core.segments.batch import MemberTable
 from loyalty_cdp.core.segments.conditions import Condition, counts_of, parse_condition, time_dependent
 from loyalty_cdp.core.segments.counts import WindowPlan
@@ -126,7 +126,7 @@ def segment_event(profile: Profile, kind: str, segment_id: str, name: str, entry
         properties["member_since"] = format_time(since)
     return {
         "type": "track",
-        "userId": profile.user_id or profile.member_id,
+        **caller_of(profile),
         "event": kind,
         "properties": properties,
         "timestamp": format_time(at),
