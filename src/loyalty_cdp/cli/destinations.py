@@ -26,11 +26,11 @@ ConfigOption = typer.Option(None, "--config", help="Program file (default: the e
 DataDir = typer.Option(None, "--data-dir", help="Data directory (default ./data or $LOYALTY_CDP_DATA_DIR).")
 
 
-def _configs(config: Path | None) -> list[DestinationConfig]:
-    from loyalty_cdp.adapters.destinations.config import load_destinations
-    from loyalty_cdp.programs import retail_program_path
+def _configs(config: Path | None, data_dir: Path | None = None) -> list[DestinationConfig]:
+    """As the server reads them: the example program's demo secrets when unset, audience folders under the data dir."""
+    from loyalty_cdp.services.activation import program_destinations
 
-    return load_destinations(config or retail_program_path())
+    return program_destinations(config, Settings.from_env(data_dir=data_dir).data_dir)
 
 
 def test_message(config: DestinationConfig, recipient: str | None, now_ms: int) -> OutboundMessage:
@@ -61,9 +61,9 @@ async def _send_once(destination: Destination, message: OutboundMessage, timeout
 
 
 @app.command("list")
-def list_destinations(config: Path | None = ConfigOption) -> None:
+def list_destinations(config: Path | None = ConfigOption, data_dir: Path | None = DataDir) -> None:
     """List the configured destinations: name, type, channel and the consent each needs."""
-    for item in _configs(config):
+    for item in _configs(config, data_dir):
         typer.echo(f"{item.name:<24} {item.type:<9} {item.channel:<9} consent={item.consent_purpose or 'none'}")
 
 
@@ -80,7 +80,7 @@ def test_destination(
     from loyalty_cdp.adapters.destinations.factory import open_audience, open_destination
 
     settings = Settings.from_env(data_dir=data_dir)
-    chosen = find_destination(_configs(config), name)
+    chosen = find_destination(_configs(config, data_dir), name)
     now_ms = int(time.time() * 1000)
     if chosen.type == "audience":
         export = open_audience(chosen).export("loyalty-cdp-test", [], frozenset(), now_ms)

@@ -1,27 +1,40 @@
-"""``loyalty-cdp serve``: the whole system in one process on the embedded default."""
+"""``loyalty-cdp serve``: the whole system in one process on the embedded default.
+
+``--demo`` also starts local sinks for the example program's destinations (an SMTP server,
+Twilio- and FCM-compatible APIs, a webhook receiver: :mod:`loyalty_cdp.demo_sinks`) and
+streams simulated program traffic into the server, so that offers are decided and
+delivered through five destinations at once (the fifth, the audience export, writes files
+under ``<data-dir>/audiences`` every minute).
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from loyalty_cdp import logs
 from loyalty_cdp.settings import Settings
 
+if TYPE_CHECKING:
+    from loyalty_cdp.demo_sinks import DemoSinks
+
 log = logging.getLogger("loyalty_cdp.demo")
 
 DEMO_MEMBERS = 2_000
 DEMO_DAYS = 365
 DEMO_RATE = 200.0  # events/s: lively in the logs and metrics, light on a laptop
+DEMO_AUDIENCE_EVERY_S = "60"
 
 
-def _demo_traffic(settings: Settings, write_key: str) -> None:
+def _demo_traffic(settings: Settings, write_key: str, sinks: DemoSinks | None = None) -> None:
     """Stream a simulated year of the program into the server, as a client would."""
     from loyalty_cdp.simulator.generator import simulate
     from loyalty_cdp.simulator.streaming import BatchSender
@@ -40,7 +53,8 @@ def _demo_traffic(settings: Settings, write_key: str) -> None:
         nonlocal reported
         if time.monotonic() - reported >= 10:
             reported = time.monotonic()
-            log.info("demo traffic: %d simulated events sent", sender.sent)
+            log.info("demo traffic: %d simulated events sent%s", sender.sent,
+                     f"; delivered so far: {sinks.summary()}" if sinks is not None else "")
 
     sender = BatchSender(url, write_key, rate=DEMO_RATE, on_sent=progress)
     log.info("demo traffic: streaming %d members over %d days at %.0f events/s to %s",
@@ -72,18 +86,28 @@ def serve(
     settings = Settings.from_env(data_dir=data_dir, program=config, host=host, port=port)
     open_program(settings)  # a broken program file stops here, naming file, line and field (exit 2)
     log_config = logs.configure(log_level.upper())
+    sinks = None
     if demo:
+        from loyalty_cdp.demo_sinks import start_demo_sinks
+
+        os.environ.setdefault("LOYALTY_CDP_AUDIENCE_EVERY_S", DEMO_AUDIENCE_EVERY_S)
+        sinks = start_demo_sinks(started=log.info)  # before the app: its destinations read the addresses
         store = open_key_store(settings)
         try:
             key, _ = store.create(frozenset({"ingest"}))
         finally:
             store.close()
-        threading.Thread(target=_demo_traffic, args=(settings, key), name="demo", daemon=True).start()
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_config=log_config,
-        access_log=False,
-        timeout_graceful_shutdown=30,
-    )
+        threading.Thread(target=_demo_traffic, args=(settings, key, sinks), name="demo", daemon=True).start()
+    try:
+        uvicorn.run(
+            create_app(settings),
+            host=settings.host,
+            port=settings.port,
+            log_config=log_config,
+            access_log=False,
+            timeout_graceful_shutdown=30,
+        )
+    finally:
+        if sinks is not None:
+            log.info("demo sinks received: %s", sinks.summary())
+            sinks.stop()
