@@ -27,7 +27,7 @@ from loyalty_cdp.simulator.calls import (
 )
 from loyalty_cdp.simulator.catalog import DAY_MS, Catalog, Category, Product
 from loyalty_cdp.simulator.people import random_uuid, styled_email, styled_phone
-from loyalty_cdp.simulator.personas import CHANNELS, AppInstall, MemberPlan
+from loyalty_cdp.simulator.personas import CHANNELS, AppInstall, MemberPlan, push_token
 from loyalty_cdp.simulator.scheduler import Scheduler
 from loyalty_cdp.simulator.shopping import Line, Shopper, poisson
 
@@ -165,9 +165,9 @@ class MemberAgent:
             return {"channel": channel, "externalIds": ids}
         return {"channel": channel}
 
-    def _traits(self) -> dict[str, Any]:
+    def _traits(self, time_ms: int | None = None) -> dict[str, Any]:
         truth = self.truth
-        return {
+        traits = {
             "email": styled_email(truth.email, self.rng),
             "phone": styled_phone(truth.phone, self.rng),
             "first_name": truth.first_name,
@@ -175,6 +175,19 @@ class MemberAgent:
             "birthday": truth.birthday,
             "card_number": truth.card_number,
         }
+        install = None if time_ms is None else self._install(self._day(time_ms))
+        if install is not None and self._allows_push():
+            traits["push_token"] = push_token(install.device_id)
+        return traits
+
+    def _allows_push(self) -> bool:
+        return bool(self.truth.consent and self.truth.consent.get("Push Notifications"))
+
+    def _with_consent(self, context: dict[str, Any]) -> dict[str, Any]:
+        """``context`` with the member's consent banner answer, as Segment's consent manager adds it."""
+        if self.truth.consent is not None:
+            context["consent"] = {"categoryPreferences": dict(self.truth.consent)}
+        return context
 
     # --------------------------------------------------------------- processes
     def start(self) -> None:
@@ -271,18 +284,19 @@ class MemberAgent:
 
     # ---------------------------------------------------------------- sessions
     def _enrol_existing(self, time_ms: int, _: Any) -> None:
-        self._emit(time_ms, "identify", self.truth.user_id, None, self._context("loyalty"),
-                   traits=self._traits())
+        self._emit(time_ms, "identify", self.truth.user_id, None, self._with_consent(self._context("loyalty")),
+                   traits=self._traits(time_ms))
 
     def _enrol_new(self, time_ms: int, _: Any) -> None:
         channel = self._channel()
         if channel == "pos":
             self._emit(time_ms, "identify", self.truth.user_id, self.truth.pos_customer_id,
-                       self._context("pos"), traits=self._traits())
+                       self._with_consent(self._context("pos")), traits=self._traits(time_ms))
             return
         moment, _, anon, context = self._open_session(time_ms, channel, login=0.0)
-        self._emit(moment + self._gap(), "identify", self.truth.user_id, anon, context(),
-                   traits=self._traits())
+        at = moment + self._gap()
+        self._emit(at, "identify", self.truth.user_id, anon, self._with_consent(context()),
+                   traits=self._traits(at))
         self.linked.add(anon)
 
     def _open_session(
@@ -318,8 +332,12 @@ class MemberAgent:
         moment = time_ms + 2000
         if user is None and day >= self.plan.join_day and self.rng.random() < login:
             moment += self._gap()
-            self._emit(moment, "identify", self.truth.user_id, anon, context(),
-                       traits={"email": styled_email(self.truth.email, self.rng)})
+            traits = {"email": styled_email(self.truth.email, self.rng)}
+            session = context()
+            if install is not None and self._allows_push():  # the app registers for push on login
+                traits["push_token"] = push_token(install.device_id)
+                session["device"]["token"] = traits["push_token"]
+            self._emit(moment, "identify", self.truth.user_id, anon, session, traits=traits)
             self.linked.add(anon)
             user = self.truth.user_id
         return moment, user, anon, context

@@ -7,6 +7,7 @@ the numbers the behaviour model needs (days as floats from the simulation start)
 
 from __future__ import annotations
 
+import hashlib
 import random
 from bisect import bisect
 from dataclasses import dataclass
@@ -312,6 +313,8 @@ def draw_member(
         email_click_rate=_between(rng, persona.email_click_rate),
         return_rate=persona.return_rate,
         review_rate=persona.review_rate,
+        consent=consent_answer(identities.user_id(index), bool(app_installs)),
+        push_tokens=[push_token(install.device_id) for install in app_installs],
     )
     return MemberPlan(
         truth=truth,
@@ -324,6 +327,33 @@ def draw_member(
         channel_cum=tuple(accumulate(mix)),
         replenished=tuple(replenished),
     )
+
+
+# The consent banner: how many members never answer it, and how many of those who do allow
+# each category (app users are asked for push notifications by the app).
+CONSENT_UNANSWERED = 0.15
+CONSENT_SHARES = {"Email Marketing": 0.85, "SMS Marketing": 0.4, "Advertising": 0.5}
+PUSH_SHARE = 0.75
+
+
+def consent_answer(user_id: str, app_user: bool) -> dict[str, bool] | None:
+    """A member's consent categories, or None if they never answered.
+
+    Drawn from a stream of its own (seeded by the member), so that adding it changed no other
+    draw of the simulation."""
+    rng = random.Random(f"consent:{user_id}")
+    if rng.random() < CONSENT_UNANSWERED:
+        return None
+    answer = {category: rng.random() < share for category, share in CONSENT_SHARES.items()}
+    if app_user:
+        answer["Push Notifications"] = rng.random() < PUSH_SHARE
+    return answer
+
+
+def push_token(device_id: str) -> str:
+    """The app's push registration token on one install (shaped like an FCM token)."""
+    digest = hashlib.blake2b(device_id.encode(), digest_size=48).hexdigest()
+    return f"{digest[:22]}:APA91b{digest[22:]}"
 
 
 def _popular_picks(rng: random.Random, catalog: Catalog) -> list[str]:

@@ -70,6 +70,10 @@ class MemberTruth(msgspec.Struct, frozen=True):
     email_click_rate: float
     return_rate: float
     review_rate: float
+    # The consent banner's answer at enrolment (categoryPreferences, as Segment's consent
+    # manager records it), or None for a member who never answered; app users' push tokens.
+    consent: dict[str, bool] | None = None
+    push_tokens: list[str] = []
 
 
 class ProductTruth(msgspec.Struct, frozen=True):
