@@ -8,7 +8,19 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from loyalty_cdp import __version__
-from loyalty_cdp.api import email, errors, ingest, loyalty, members, offers, operations, privacy, sms
+from loyalty_cdp.api import (
+    decisions,
+    email,
+    errors,
+    ingest,
+    loyalty,
+    members,
+    offers,
+    operations,
+    privacy,
+    segments,
+    sms,
+)
 from loyalty_cdp.api.metrics import Metrics, TimingMiddleware
 from loyalty_cdp.bootstrap import build
 from loyalty_cdp.settings import Settings
@@ -44,5 +56,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(privacy.router)
     app.include_router(email.router)
     app.include_router(sms.router)
+    app.include_router(segments.router)
+    app.include_router(decisions.router)
     app.add_middleware(TimingMiddleware, metrics=metrics)
     return app
