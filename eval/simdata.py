@@ -20,7 +20,8 @@ class SimulatedHistory:
 
 
 def simulated_history(members: int, days: int, seed: int, start: date = date(2026, 1, 1)) -> SimulatedHistory:
-    """The simulation's ``Order Completed`` calls as a purchase history keyed by user id.
+    """The simulation's ``Order Completed`` and ``Product Added to Wishlist`` calls as a purchase
+    history keyed by user id (redemptions are the orders paid partly with points).
 
     POS orders carry the POS customer id as ``anonymousId`` and online ones may carry a cookie
     id only before login; the truth maps both back to the member, as identity resolution does.
@@ -33,8 +34,13 @@ def simulated_history(members: int, days: int, seed: int, start: date = date(202
             owner[anonymous_id] = member.user_id
     builder = HistoryBuilder()
     for call in simulation.events():
-        if call.get("event") != "Order Completed":
+        event = call.get("event")
+        if event not in ("Order Completed", "Product Added to Wishlist"):
             continue
         user_id = call.get("userId") or owner[call["anonymousId"]]
-        builder.add_order(user_id, parse_time(call["timestamp"], "timestamp"), call["properties"])
+        at = parse_time(call["timestamp"], "timestamp")
+        if event == "Order Completed":
+            builder.add_order(user_id, at, call["properties"])
+        else:
+            builder.add_wishlist(user_id, at, call["properties"])
     return SimulatedHistory(builder.build(), simulation.truth, simulation.start_ms, simulation.end_ms)

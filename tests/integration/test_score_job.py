@@ -22,6 +22,7 @@ from loyalty_cdp.adapters.profilestore.sqlite import SqliteProfileStore
 from loyalty_cdp.adapters.scorestore import ScoreStore
 from loyalty_cdp.cli.score import parse_as_of, score
 from loyalty_cdp.core.events import Event, format_time, normalise, parse_time
+from loyalty_cdp.core.predictions.explain import LAPSE_CODES
 from loyalty_cdp.services.processor import Processor
 from loyalty_cdp.services.scoring import read_admt_opt_outs, read_history, read_identities, run_scoring
 from loyalty_cdp.settings import Settings
@@ -115,7 +116,7 @@ def test_two_runs_store_scores_and_raise_each_lapse_alert_once(data_dir: Path, e
     assert alert["properties"] == {
         "lapse_risk": round(member["lapse_risk"], 4), "p_alive": round(member["p_alive"], 4), "threshold": 0.7,
         "model_version": second.model_version,
-        "reasons": [r["text"] for r in member["explanation"] if r["code"] != "value"],
+        "reasons": [r["text"] for r in member["explanation"] if r["code"] in LAPSE_CODES],
     }
     assert {"p_alive", "lapse_risk", "expected_purchases_90d", "clv"} <= member.keys()
 

@@ -8,6 +8,10 @@ takes the old one's name), so a reader (the member API, another process) sees ei
 previous run or the whole new one, never a mix, and WAL mode never makes it wait for the writer.
 An erasure (:meth:`ScoreStore.delete_members`) issued during a run waits for the run to commit,
 so a run cannot bring an erased member's row back. :meth:`ScoreStore.get` is one primary-key read on its own connection.
+:meth:`ScoreStore.update_member` rewrites one member's row after an incremental refresh, only if
+the row is still the one the refresh read (same model version and as-of time), on a connection of
+its own that waits at most :data:`UPDATE_WAIT_MS` for a running replacement (it then reports
+that nothing was written: the run's scores are newer anyway); an erased member stays erased.
 
 Model artefacts are ``models/<version>.json``, written to a temporary file, fsync'd and renamed,
 so a crash never leaves half an artefact under a version's name.
@@ -58,6 +62,8 @@ _PRAGMAS = (
     "PRAGMA secure_delete = ON",
 )
 
+UPDATE_WAIT_MS = 20
+
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
 
@@ -68,6 +74,19 @@ class ScoreRow(msgspec.Struct, frozen=True, array_like=True):
     member_id: str
     targeting: bool
     lapse_risk: float | None
+    scores: dict[str, Any]
+    explanation: list[dict[str, str]]
+
+
+class StoredEntry(msgspec.Struct, frozen=True):
+    """One member's row as stored: what an incremental refresh reads and writes back."""
+
+    member_id: str
+    targeting: bool
+    lapse_risk: float | None
+    model_version: str
+    as_of: int
+    scored_at: int
     scores: dict[str, Any]
     explanation: list[dict[str, str]]
 
@@ -108,6 +127,8 @@ class ScoreStore:
         self._write_lock = threading.Lock()
         self._read_lock = threading.Lock()
         self._guard(lambda: self._writer.executescript(_SCHEMA))
+        self._updater: sqlite3.Connection | None = None
+        self._update_lock = threading.Lock()
 
     def _guard(self, action: Any) -> Any:
         try:
@@ -135,6 +156,18 @@ class ScoreStore:
             "scored_for_targeting": bool(targeting),
             "explanation": _decode(explanation),
         }
+
+    def entry(self, member_id: str) -> StoredEntry | None:
+        """The member's row as stored (times in epoch ms), or None."""
+        with self._read_lock:
+            row = self._guard(lambda: self._reader.execute(
+                "SELECT targeting, lapse_risk, model_version, as_of, scored_at, scores, explanation "
+                "FROM scores WHERE member_id = ?", (member_id,)).fetchone())
+        if row is None:
+            return None
+        targeting, risk, version, as_of, scored_at, scores, explanation = row
+        return StoredEntry(member_id, bool(targeting), risk, version, as_of, scored_at, _decode(scores),
+                           _decode(explanation))
 
     def lapse_risks(self) -> dict[str, float]:
         """Every member's stored lapse risk (members not scored for targeting are left out)."""
@@ -190,6 +223,31 @@ class ScoreStore:
                 conn.execute("ROLLBACK")
         return int(written)
 
+    def update_member(self, previous: StoredEntry, lapse_risk: float, scores: dict[str, Any],
+                      explanation: list[dict[str, str]], as_of: int) -> bool:
+        """Replace ``previous``'s scores, explanation, lapse risk and as-of time if the row is unchanged since
+        it was read; False when it changed, was erased, or a run's replacement kept it busy."""
+        def update(conn: sqlite3.Connection) -> int:
+            cursor = conn.execute(
+                "UPDATE scores SET lapse_risk = ?, as_of = ?, scores = ?, explanation = ? "
+                "WHERE member_id = ? AND model_version = ? AND as_of = ?",
+                (lapse_risk, as_of, _encode(scores), _encode(explanation), previous.member_id,
+                 previous.model_version, previous.as_of))
+            return int(cursor.rowcount)
+
+        with self._update_lock:
+            if self._updater is None:
+                conn = self._guard(lambda: sqlite3.connect(self.path, isolation_level=None, check_same_thread=False))
+                for pragma in (f"PRAGMA busy_timeout = {UPDATE_WAIT_MS}", *_PRAGMAS[1:]):
+                    self._guard(lambda statement=pragma: conn.execute(statement))
+                self._updater = conn
+            try:
+                return update(self._updater) == 1
+            except sqlite3.OperationalError as exc:
+                if "locked" in str(exc) or "busy" in str(exc):
+                    return False
+                raise StorageUnavailable(f"score store {self.path}: {exc}") from exc
+
     def delete_members(self, member_ids: Collection[str]) -> int:
         """Erase the members' rows, zeroing their bytes in the file and truncating the WAL; returns how many.
 
@@ -243,6 +301,8 @@ class ScoreStore:
         return result
 
     def close(self) -> None:
-        with self._write_lock, self._read_lock:
+        with self._write_lock, self._read_lock, self._update_lock:
             self._writer.close()
             self._reader.close()
+            if self._updater is not None:
+                self._updater.close()

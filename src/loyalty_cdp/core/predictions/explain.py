@@ -42,6 +42,27 @@ def _cadence(days_since: int, usual: int, ratio: float, single: bool) -> Reason:
             "text": f"last purchase {days_since} days ago, within your usual {usual}-day interval"}
 
 
+def _reasons(days_since: int, usual: int, ratio: float, single: bool, activity: str, orders: int, tenure: int,
+             expected: float, spend: float) -> list[Reason]:
+    reasons = [_cadence(days_since, usual, ratio, single), {"code": "activity", "text": activity}]
+    if not single:
+        reasons.append({"code": "frequency", "text": f"{orders} purchases in the last {tenure} days"})
+    reasons.append({"code": "value", "text": f"about {expected:.1f} purchases expected in the next "
+                                             f"{HORIZON_DAYS:g} days, about {spend:.2f} each"})
+    return reasons
+
+
+def _activity(percent: int) -> str:
+    return f"{percent}% estimated chance of still being an active customer"
+
+
+def btyd_reasons(days_since_last: float, usual_days: float, orders: int, days_since_first: float, p_alive: float,
+                 expected: float, spend: float) -> list[Reason]:
+    """One member's purchase-model reasons (the codes in :data:`BTYD_CODES`), as :func:`explain_scores` words them."""
+    return _reasons(round(days_since_last), max(round(usual_days), 1), days_since_last / usual_days, orders <= 1,
+                    _activity(round(p_alive * 100)), orders, round(days_since_first), expected, spend)
+
+
 def explain_scores(scores: MemberScores) -> list[list[Reason]]:
     """The reasons of every member of ``scores``, in its order."""
     days_since = np.rint(scores.days_since_last_purchase).astype(np.int64).tolist()
@@ -49,24 +70,16 @@ def explain_scores(scores: MemberScores) -> list[list[Reason]]:
     ratio = (scores.days_since_last_purchase / scores.usual_interval_days).tolist()
     single = (scores.orders <= 1).tolist()
     alive_percent = np.rint(scores.p_alive * 100).astype(np.int64).tolist()
-    activity = [f"{percent}% estimated chance of still being an active customer" for percent in range(101)]
+    activity = [_activity(percent) for percent in range(101)]
     orders = scores.orders.astype(np.int64).tolist()
     tenure = np.rint(scores.days_since_first_purchase).astype(np.int64).tolist()
     expected = scores.expected_purchases.tolist()
     spend = scores.expected_spend.tolist()
-    horizon = f"{HORIZON_DAYS:g}"
-    explanations: list[list[Reason]] = []
-    for i in range(len(orders)):
-        reasons = [
-            _cadence(days_since[i], usual_days[i], ratio[i], single[i]),
-            {"code": "activity", "text": activity[alive_percent[i]]},
-        ]
-        if not single[i]:
-            reasons.append({"code": "frequency", "text": f"{orders[i]} purchases in the last {tenure[i]} days"})
-        reasons.append({"code": "value", "text": f"about {expected[i]:.1f} purchases expected in the next "
-                                                 f"{horizon} days, about {spend[i]:.2f} each"})
-        explanations.append(reasons)
-    return explanations
+    return [
+        _reasons(days_since[i], usual_days[i], ratio[i], single[i], activity[alive_percent[i]], orders[i], tenure[i],
+                 expected[i], spend[i])
+        for i in range(len(orders))
+    ]
 
 
 def replenishment_reasons(entries: list[dict[str, Any]]) -> list[Reason]:
@@ -80,6 +93,8 @@ def replenishment_reasons(entries: list[dict[str, Any]]) -> list[Reason]:
 
 
 LAPSE_CODES = frozenset({"overdue", "on_cadence", "single_purchase", "activity", "frequency"})
+# The reasons the purchase model gives (what an incremental refresh rewrites).
+BTYD_CODES = LAPSE_CODES | {"value"}
 
 
 def lapse_reasons(reasons: list[Reason]) -> list[str]:

@@ -7,11 +7,15 @@ work on integer codes, never on strings. An order is valued like the profile's s
 (``docs/signals.md``): ``total``, else ``revenue``, else the sum of ``price`` x ``quantity``
 over ``products[]``; a negative value counts as 0. An ``order_id`` seen again for the same
 member is the same order and is kept once (the first one added).
+
+Beside the orders it keeps what the offer propensities learn from: **redemptions** (an order
+paid partly with points, ``points_redeemed`` > 0, or a reward redemption added with
+:meth:`HistoryBuilder.add_redemption`) and **wishlist additions** (member, time, product).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -50,6 +54,10 @@ def order_value(properties: dict[str, Any]) -> float:
     return max(total, 0.0)
 
 
+def _no_ints() -> IntArray:
+    return np.zeros(0, dtype=np.int64)
+
+
 @dataclass(frozen=True, slots=True)
 class PurchaseHistory:
     """Orders (one row each) and their product lines, with member and product code tables.
@@ -57,8 +65,10 @@ class PurchaseHistory:
     ``order_member[i]`` indexes ``member_ids``; ``line_order[j]`` indexes the orders and
     ``line_product[j]`` indexes ``product_ids`` (``product_category``, ``product_name`` and
     ``product_brand`` describe each product, ``""`` when unknown); ``line_discount`` is the
-    amount taken off the line (``products[].discount``, 0 without one). Times are epoch
-    milliseconds (UTC).
+    amount taken off the line (``products[].discount``, 0 without one). ``redemption_member``
+    and ``redemption_time`` list the redemptions, ``wishlist_member``, ``wishlist_time`` and
+    ``wishlist_product`` the wishlist additions (product codes index ``product_ids``). Times are
+    epoch milliseconds (UTC).
     """
 
     member_ids: NDArray[np.str_]
@@ -73,6 +83,11 @@ class PurchaseHistory:
     product_category: NDArray[np.str_]
     product_name: NDArray[np.str_]
     product_brand: NDArray[np.str_]
+    redemption_member: IntArray = field(default_factory=_no_ints)
+    redemption_time: IntArray = field(default_factory=_no_ints)
+    wishlist_member: IntArray = field(default_factory=_no_ints)
+    wishlist_time: IntArray = field(default_factory=_no_ints)
+    wishlist_product: IntArray = field(default_factory=_no_ints)
 
     @property
     def line_member(self) -> IntArray:
@@ -83,15 +98,18 @@ class PurchaseHistory:
         return self.order_time[self.line_order]
 
     def until(self, as_of_ms: int) -> PurchaseHistory:
-        """The orders (and lines) with a time at or before ``as_of_ms``; codes unchanged."""
-        return self._orders_where(self.order_time <= as_of_ms)
+        """The orders (and lines, redemptions, wishlist additions) at or before ``as_of_ms``; codes unchanged."""
+        return self._orders_where(self.order_time <= as_of_ms, self.redemption_time <= as_of_ms,
+                                  self.wishlist_time <= as_of_ms)
 
     def restricted_to(self, members: NDArray[np.bool_]) -> PurchaseHistory:
-        """Only the orders (and lines) of the members where ``members[code]`` is True."""
-        return self._orders_where(members[self.order_member])
+        """Only the orders (and lines, redemptions, wishlist additions) of the members where ``members[code]``."""
+        return self._orders_where(members[self.order_member], members[self.redemption_member],
+                                  members[self.wishlist_member])
 
-    def _orders_where(self, kept: NDArray[np.bool_]) -> PurchaseHistory:
-        if kept.all():
+    def _orders_where(self, kept: NDArray[np.bool_], redemptions: NDArray[np.bool_],
+                      wishlist: NDArray[np.bool_]) -> PurchaseHistory:
+        if kept.all() and redemptions.all() and wishlist.all():
             return self
         new_index = np.cumsum(kept) - 1
         lines = kept[self.line_order]
@@ -108,6 +126,11 @@ class PurchaseHistory:
             product_category=self.product_category,
             product_name=self.product_name,
             product_brand=self.product_brand,
+            redemption_member=self.redemption_member[redemptions],
+            redemption_time=self.redemption_time[redemptions],
+            wishlist_member=self.wishlist_member[wishlist],
+            wishlist_time=self.wishlist_time[wishlist],
+            wishlist_product=self.wishlist_product[wishlist],
         )
 
     def lines_by_time(self) -> IntArray:
@@ -143,6 +166,11 @@ class HistoryBuilder:
         self._line_product: list[int] = []
         self._line_quantity: list[float] = []
         self._line_discount: list[float] = []
+        self._redemption_member: list[int] = []
+        self._redemption_time: list[int] = []
+        self._wishlist_member: list[int] = []
+        self._wishlist_time: list[int] = []
+        self._wishlist_product: list[int] = []
 
     def add_order(self, member_id: str, timestamp_ms: int, properties: dict[str, Any]) -> bool:
         """Record one ``Order Completed``; False when it repeats an order id of the member."""
@@ -160,12 +188,31 @@ class HistoryBuilder:
         for line in lines if isinstance(lines, list) else ():
             if isinstance(line, dict):
                 self._add_line(order, line)
+        if (amount(properties.get("points_redeemed")) or 0.0) > 0:
+            self._redemption_member.append(member)
+            self._redemption_time.append(timestamp_ms)
         return True
 
-    def _add_line(self, order: int, line: dict[str, Any]) -> None:
+    def add_redemption(self, member_id: str, timestamp_ms: int) -> None:
+        """Record a reward redemption (points paid at checkout come with their order)."""
+        self._redemption_member.append(self._members.setdefault(member_id, len(self._members)))
+        self._redemption_time.append(timestamp_ms)
+
+    def add_wishlist(self, member_id: str, timestamp_ms: int, properties: dict[str, Any]) -> bool:
+        """Record a ``Product Added to Wishlist``; False (nothing recorded) without a product id or sku."""
+        product = self._product(properties)
+        if product is None:
+            return False
+        self._wishlist_member.append(self._members.setdefault(member_id, len(self._members)))
+        self._wishlist_time.append(timestamp_ms)
+        self._wishlist_product.append(product)
+        return True
+
+    def _product(self, line: dict[str, Any]) -> int | None:
+        """The product code of a line or wishlist item (new products are numbered), None without an id."""
         product_key = _key(line.get("product_id")) or _key(line.get("sku"))
         if product_key is None:
-            return
+            return None
         product = self._products.get(product_key)
         category = _key(line.get("category")) or ""
         name = _key(line.get("name")) or ""
@@ -179,6 +226,12 @@ class HistoryBuilder:
             self._categories[product] = self._categories[product] or category
             self._names[product] = self._names[product] or name
             self._brands[product] = self._brands[product] or brand
+        return product
+
+    def _add_line(self, order: int, line: dict[str, Any]) -> None:
+        product = self._product(line)
+        if product is None:
+            return
         quantity = amount(line.get("quantity"))
         self._line_order.append(order)
         self._line_product.append(product)
@@ -199,4 +252,9 @@ class HistoryBuilder:
             product_category=np.array(self._categories, dtype=np.str_),
             product_name=np.array(self._names, dtype=np.str_),
             product_brand=np.array(self._brands, dtype=np.str_),
+            redemption_member=np.array(self._redemption_member, dtype=np.int64),
+            redemption_time=np.array(self._redemption_time, dtype=np.int64),
+            wishlist_member=np.array(self._wishlist_member, dtype=np.int64),
+            wishlist_time=np.array(self._wishlist_time, dtype=np.int64),
+            wishlist_product=np.array(self._wishlist_product, dtype=np.int64),
         )

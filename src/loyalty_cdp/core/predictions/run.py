@@ -4,7 +4,8 @@
 who opted out of automated decision-making (``opted_out``, member ids; the job reads them from
 the members' recorded consent) are left out of every fit and get no targeting scores, only a
 row saying so; every other member with an order up to ``as_of_ms`` gets the BTYD scores and
-lapse risk with their reasons, replenishment and cross-sell lists, and personas.
+lapse risk with their reasons, replenishment and cross-sell lists, personas, and the offer
+propensities (``scores.propensity.<name>``, :mod:`.offer_propensity`) with the input behind each.
 """
 
 from __future__ import annotations
@@ -24,6 +25,14 @@ from loyalty_cdp.core.predictions.crosssell import (
 )
 from loyalty_cdp.core.predictions.explain import Reason, explain_scores, replenishment_reasons
 from loyalty_cdp.core.predictions.history import PurchaseHistory
+from loyalty_cdp.core.predictions.offer_propensity import (
+    OfferPropensities,
+    fit_offer_propensities,
+    member_features,
+    propensity_reason,
+    repeat_lines,
+    score_offer_propensities,
+)
 from loyalty_cdp.core.predictions.personas import PersonaConfig, assign_personas, persona_signals
 from loyalty_cdp.core.predictions.replenishment import member_replenishment, predict_replenishment
 from loyalty_cdp.core.predictions.scoring import (
@@ -56,6 +65,8 @@ class ScoringRun:
     as_of_ms: int
     models: ScoringModels
     cross_sell: CrossSellModel
+    propensities: OfferPropensities
+    lapse_settings: dict[str, float]
     product_ids: NDArray[np.str_]
     member_ids: NDArray[np.str_]
     targeting: NDArray[np.bool_]
@@ -66,7 +77,8 @@ class ScoringRun:
 
     def artefact(self) -> dict[str, Any]:
         """The run's models as one JSON-ready artefact (``models/<version>.json``)."""
-        return {**self.models.to_dict(), "cross_sell": self.cross_sell.to_dict(self.product_ids)}
+        return {**self.models.to_dict(), "cross_sell": self.cross_sell.to_dict(self.product_ids),
+                "propensity": self.propensities.to_dict(), "lapse": self.lapse_settings}
 
     def records(self) -> Iterator[tuple[str, bool, float | None, dict[str, Any], list[Reason]]]:
         """(member id, scored for targeting, lapse risk or None, scores, explanation) per member."""
@@ -88,6 +100,7 @@ def _score_dicts(scores: MemberScores) -> list[dict[str, Any]]:
         "p_alive_pareto_nbd": np.round(scores.p_alive_pareto_nbd, 4),
         "orders": scores.orders.astype(np.int64),
         "days_since_last_purchase": np.round(scores.days_since_last_purchase, 1),
+        "days_since_first_purchase": np.round(scores.days_since_first_purchase, 1),
         "usual_interval_days": np.round(scores.usual_interval_days, 1),
         "lapse_window_days": np.round(scores.lapse_window_days, 1),
     }
@@ -126,6 +139,37 @@ def _add_cross_sell(history: PurchaseHistory, as_of_ms: int, config: ScoringConf
     return model
 
 
+def _add_propensities(history: PurchaseHistory, as_of_ms: int, config: ScoringConfig, member_codes: NDArray[np.int64],
+                      score_dicts: list[dict[str, Any]], explanations: list[list[Reason]],
+                      seed: int) -> OfferPropensities:
+    """Fit the offer propensities and put each scored member's probabilities and their reasons in."""
+    repeat = repeat_lines(history)
+    fitted = fit_offer_propensities(history, as_of_ms, config.propensity, seed=seed, repeat=repeat)
+    for row in range(len(score_dicts)):
+        score_dicts[row]["propensity"] = {}
+    if not fitted.models:
+        return fitted
+    features = member_features(history, as_of_ms, repeat)
+    scored = score_offer_propensities(fitted, features)
+    row_of = np.full(history.member_ids.size, -1, dtype=np.int64)
+    row_of[member_codes] = np.arange(member_codes.size)
+    rows = row_of[scored.members].tolist()
+    targets = [target for target in config.propensity.targets if target.name in fitted.models]
+    memo: dict[tuple[str, str, int, float], Reason] = {}
+    for target in targets:
+        probabilities = np.round(scored.probability[target.name], 4)
+        tops = scored.top_feature[target.name]
+        top_values = np.round(features.values[np.arange(tops.size), tops], 6).tolist()
+        for row, probability, top, value in zip(rows, probabilities.tolist(), tops.tolist(), top_values, strict=True):
+            score_dicts[row]["propensity"][target.name] = probability
+            key = (target.name, f"{probability:.0%}", top, value)
+            reason = memo.get(key)
+            if reason is None:
+                reason = memo[key] = propensity_reason(target, probability, top, value)
+            explanations[row].append(reason)
+    return fitted
+
+
 def score_history(
     history: PurchaseHistory,
     as_of_ms: int,
@@ -158,6 +202,9 @@ def score_history(
     explanations = explain_scores(scores)
     _add_replenishment(scored, as_of_ms, config, scores.member_codes, score_dicts, explanations)
     cross_sell = _add_cross_sell(scored, as_of_ms, config, scores.member_codes, score_dicts)
+    propensities = _add_propensities(scored, as_of_ms, config, scores.member_codes, score_dicts, explanations, seed)
+    models = replace(models, metrics={**models.metrics, "propensity": propensities.metrics,
+                                      "propensity_skipped": propensities.skipped})
     personas = PersonaConfig(lapse_threshold=config.lapse_threshold)
     for row, (primary, matches) in enumerate(assign_personas(persona_signals(scored, as_of_ms), scores, personas)):
         score_dicts[row]["persona"] = primary
@@ -166,6 +213,8 @@ def score_history(
         as_of_ms=as_of_ms,
         models=models,
         cross_sell=cross_sell,
+        propensities=propensities,
+        lapse_settings=config.lapse_settings(),
         product_ids=history.product_ids,
         member_ids=history.member_ids[members],
         targeting=rows >= 0,

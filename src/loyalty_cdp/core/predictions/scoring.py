@@ -32,6 +32,7 @@ from loyalty_cdp.core.predictions.lapse import (
     population_interval_days,
     usual_interval_days,
 )
+from loyalty_cdp.core.predictions.offer_propensity import OfferPropensityConfig
 from loyalty_cdp.core.predictions.pareto_nbd import ParetoNbdModel, fit_pareto_nbd
 from loyalty_cdp.core.predictions.replenishment import ReplenishmentConfig
 from loyalty_cdp.core.predictions.summary import PurchaseSummary
@@ -62,6 +63,7 @@ class ScoringConfig:
     time_unit_days: float = 7.0
     replenishment: ReplenishmentConfig = field(default_factory=ReplenishmentConfig)
     cross_sell: CrossSellConfig = field(default_factory=CrossSellConfig)
+    propensity: OfferPropensityConfig = field(default_factory=OfferPropensityConfig)
     # Above this many scored members only the cross-sell model is stored, not per-member lists.
     cross_sell_member_limit: int = 200_000
 
@@ -81,6 +83,20 @@ class ScoringConfig:
                 raise InvalidInput(name, "must be at least 100 members")
         if not self.time_unit_days > 0:
             raise InvalidInput("time_unit_days", "must be positive")
+
+    def lapse_settings(self) -> dict[str, float]:
+        """What the incremental refresh needs besides the fitted models (stored in the artefact)."""
+        return {
+            "time_unit_days": self.time_unit_days,
+            "lapse_threshold": self.lapse_threshold,
+            "lapse_window_intervals": self.lapse_window_intervals,
+            "interval_prior_purchases": self.interval_prior_purchases,
+            "min_window_days": MIN_WINDOW_DAYS,
+            "max_window_days": MAX_WINDOW_DAYS,
+            "horizon_days": HORIZON_DAYS,
+            "clv_months": self.clv_months,
+            "monthly_discount_rate": self.monthly_discount_rate,
+        }
 
 
 @dataclass(frozen=True, slots=True)
