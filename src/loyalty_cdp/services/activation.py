@@ -471,12 +471,12 @@ class Activation:
         sent = [call for call in calls if call.get("event") == MESSAGE_SENT
                 and call.get("properties", {}).get("destination") in self.twilio_destinations]
         if sent:
-            await asyncio.to_thread(self._remember_sent, sent)
+            await asyncio.to_thread(self.remember_sent, sent)
         await asyncio.to_thread(self.append, calls)
         for call in calls:
             self.metrics.activation_events.labels(call.get("event", "")).inc()
 
-    def _remember_sent(self, calls: Sequence[dict[str, Any]]) -> None:
+    def remember_sent(self, calls: Sequence[dict[str, Any]]) -> None:
         """Keep what a later delivery callback needs (ids and times only), for SMS destinations."""
         rows = []
         for call in calls:
