@@ -31,8 +31,8 @@ _CALL_SCHEMA: dict[str, Any] = {
     "type": "object",
     "description": "A Segment call (spec: segment.com/docs/connections/spec). userId or anonymousId is required.",
     "properties": {
-        "userId": {"type": "string"},
-        "anonymousId": {"type": "string"},
+        "userId": {"type": ["string", "integer"], "description": "at most 256 characters"},
+        "anonymousId": {"type": ["string", "integer"], "description": "at most 256 characters"},
         "messageId": {"type": "string", "maxLength": 99},
         "timestamp": {"type": "string", "format": "date-time"},
         "sentAt": {"type": "string", "format": "date-time"},
@@ -69,6 +69,8 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
     403: {"description": "The key lacks the ingest scope"},
     413: {"description": "Over 32 KB per event or 500 KB per batch (inflated)"},
     429: {"description": "Ingest queue full; retry after the Retry-After header's seconds"},
+    503: {"description": "Not acknowledged: the event log is unavailable (its writer is being replaced, or the "
+                         "server is shutting down); resend, the retry is deduplicated by messageId"},
 }
 
 
@@ -76,13 +78,13 @@ async def read_body(request: Request, limit: int) -> bytes:
     """The request body, inflated if gzip'd, refusing more than ``limit`` bytes either way."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge("", f"request body is {declared} bytes, over the {limit} limit")
+        raise PayloadTooLarge("body", f"is {declared} bytes, over the {limit} byte limit")
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise PayloadTooLarge("", f"request body is over the {limit} byte limit")
+            raise PayloadTooLarge("body", f"is over the {limit} byte limit")
         chunks.append(chunk)
     body = b"".join(chunks)
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
@@ -96,7 +98,7 @@ async def read_body(request: Request, limit: int) -> bytes:
     except zlib.error as exc:
         raise InvalidInput("Content-Encoding", f"body is not valid gzip: {exc}") from None
     if len(inflated) > limit or inflater.unconsumed_tail:
-        raise PayloadTooLarge("", f"inflated body is over the {limit} byte limit")
+        raise PayloadTooLarge("body", f"is over the {limit} byte limit once inflated")
     if not inflater.eof:
         raise InvalidInput("Content-Encoding", "gzip body is truncated")
     return inflated

@@ -45,6 +45,36 @@ class RedemptionBody(msgspec.Struct, forbid_unknown_fields=True):
     order_id: str = ""
 
 
+def _write_doc(body: dict[str, Any]) -> dict[str, Any]:
+    """The OpenAPI of a loyalty write: its ``Idempotency-Key`` header and its JSON body."""
+    return {
+        "parameters": [{"name": "Idempotency-Key", "in": "header", "required": True,
+                        "description": "Your id for this write: a retry with the same key applies it once",
+                        "schema": {"type": "string", "minLength": 1, "maxLength": MAX_KEY_CHARS}}],
+        "requestBody": {"required": True, "content": {"application/json": {"schema": body}}},
+    }
+
+
+_REDEMPTION_SCHEMA: dict[str, Any] = {
+    "type": "object", "required": ["reward_id"], "additionalProperties": False,
+    "properties": {
+        "reward_id": {"type": "string", "description": "A reward of the program's catalog"},
+        "quantity": {"type": "integer", "minimum": 1, "default": 1},
+        "points": {"type": "integer", "minimum": 0, "default": 0,
+                   "description": "Pay-with-points rewards: the points to spend"},
+        "order_id": {"type": "string", "default": ""},
+    },
+}
+_ADJUSTMENT_SCHEMA: dict[str, Any] = {
+    "type": "object", "required": ["points", "reason"], "additionalProperties": False,
+    "properties": {
+        "points": {"type": "integer", "minimum": -MAX_POINTS, "maximum": MAX_POINTS, "not": {"const": 0},
+                   "description": "Points to add (positive) or remove (negative)"},
+        "reason": {"type": "string", "minLength": 1, "description": "Why the points change (audited)"},
+    },
+}
+
+
 def _member_state(components: Any, user_id: str) -> tuple[str, LoyaltyState | None]:
     member_id = components.processor.view.find(USER_ID, user_id)
     profile = None if member_id is None else components.processor.view.profile(member_id)
@@ -66,8 +96,12 @@ def _decision_body(decision: Any) -> dict[str, Any]:
     return body
 
 
-@router.post("/v1/members/{user_id}/redemptions", summary="Redeem a reward or pay with points",
-             responses={409: {"description": "Refused: insufficient balance (with balance and cost) or another rule"}})
+@router.post("/v1/members/{user_id}/redemptions", summary="Redeem a reward or pay with points", status_code=201,
+             openapi_extra=_write_doc(_REDEMPTION_SCHEMA),
+             responses={200: {"description": "The Idempotency-Key repeats a redemption: its outcome, spent once"},
+                        404: {"description": "No such member, or no loyalty program"},
+                        409: {"description": "Refused: insufficient balance (with balance and cost) or another rule"},
+                        503: {"description": "Stored but not applied yet: retry with the same Idempotency-Key"}})
 async def redeem(request: Request, user_id: str) -> Response:
     components = request.app.state.components
     require(components.keys, key_from_header(request), "loyalty")
@@ -100,7 +134,9 @@ async def redeem(request: Request, user_id: str) -> Response:
         decision, cost=recorded.cost, code=recorded.code, balance=final.balance)), 201)
 
 
-@router.post("/v1/members/{user_id}/adjustments", summary="Add or remove points by hand, with a reason")
+@router.post("/v1/members/{user_id}/adjustments", summary="Add or remove points by hand, with a reason",
+             status_code=202, openapi_extra=_write_doc(_ADJUSTMENT_SCHEMA),
+             responses={404: {"description": "No such member, or no loyalty program"}})
 async def adjust(request: Request, user_id: str) -> Response:
     components = request.app.state.components
     actor = require(components.keys, key_from_header(request), "loyalty")
@@ -184,7 +220,8 @@ def _time_or_none(epoch_ms: int) -> str | None:
         return None
 
 
-@router.get("/v1/reports/liability", summary="Points liability: outstanding by age and tier, expiry forecast")
+@router.get("/v1/reports/liability", summary="Points liability: outstanding by age and tier, expiry forecast",
+            responses={404: {"description": "No loyalty program is configured"}})
 async def liability(request: Request) -> Response:
     components = request.app.state.components
     require(components.keys, key_from_header(request), "admin")

@@ -23,7 +23,9 @@ async def healthz(request: Request) -> Response:
     )
 
 
-@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response,
+            responses={200: {"description": "The Prometheus text exposition format",
+                             "content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}}}})
 async def metrics(request: Request) -> Response:
     registry = request.app.state.components.metrics.registry
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -71,7 +71,11 @@ class Rejection(msgspec.Struct, frozen=True, rename="camel"):
 
 
 def parse_time(value: Any, field: str) -> int:
-    """Parse an ISO-8601 timestamp (as Segment sends it) into epoch milliseconds."""
+    """Parse an ISO-8601 timestamp (as Segment sends it) into epoch milliseconds.
+
+    Any instant a date-time can name in UTC (years 1 to 9999) is representable; whether an
+    event may carry it is :func:`normalise`'s rule (``FIRST_EVENT_MS`` to ``LAST_EVENT_MS``).
+    """
     if not isinstance(value, str) or not value:
         raise InvalidInput(field, "must be an ISO-8601 date-time string")
     text = value.strip()
@@ -81,16 +85,26 @@ def parse_time(value: Any, field: str) -> int:
         raise InvalidInput(field, f"{value[:40]!r} is not an ISO-8601 date-time") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    try:
-        return int(moment.timestamp() * 1000)
-    except (OverflowError, OSError, ValueError):
-        raise InvalidInput(field, f"{value[:40]!r} is out of range") from None
+    # Exact integer arithmetic (a float timestamp can be a millisecond off); an offset can push a
+    # date-time of year 1 or 9999 out of the years UTC can name, so the range is checked too.
+    epoch_ms = (moment - _EPOCH) // _ONE_MS
+    if not _FIRST_MS <= epoch_ms <= _LAST_MS:
+        raise InvalidInput(field, f"{value[:40]!r} is out of range: not between years 1 and 9999 in UTC")
+    return epoch_ms
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_MS = timedelta(milliseconds=1)
 # The instants an ISO-8601 date-time can name (years 1 to 9999), in epoch milliseconds.
-_FIRST_MS = (datetime(1, 1, 1, tzinfo=UTC) - _EPOCH) // timedelta(milliseconds=1)
-_LAST_MS = (datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=UTC) - _EPOCH) // timedelta(milliseconds=1)
+_FIRST_MS = (datetime(1, 1, 1, tzinfo=UTC) - _EPOCH) // _ONE_MS
+_LAST_MS = (datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=UTC) - _EPOCH) // _ONE_MS
+# The times an event may carry, once skew-corrected: from the Unix epoch to the end of year
+# 2999. Wide enough for any real history and any client clock, narrow enough that every time
+# derived from an event (points expiry, pending periods, tier reviews, day buckets) stays
+# representable: points earned on 9999-12-31 would become active after year 9999.
+FIRST_EVENT_MS = 0
+LAST_EVENT_MS = (datetime(3000, 1, 1, tzinfo=UTC) - _EPOCH) // _ONE_MS - 1
+EVENT_TIME_RANGE = "between 1970-01-01T00:00:00.000Z and 2999-12-31T23:59:59.999Z"
 
 
 @lru_cache(maxsize=4096)
@@ -109,6 +123,13 @@ def format_time(epoch_ms: int) -> str:
     milliseconds come from a table: formatting is the dearest step of normalising otherwise.
     """
     return _second(epoch_ms // 1000) + _MILLIS[epoch_ms % 1000]
+
+
+def _describe(epoch_ms: int) -> str:
+    """An event time for an error message, even one that no date-time can name."""
+    if _FIRST_MS <= epoch_ms <= _LAST_MS:
+        return format_time(epoch_ms)
+    return f"{epoch_ms} ms from the Unix epoch, beyond the year 9999 or before the year 1"
 
 
 def _identifier(call: dict[str, Any], key: str) -> str | None:
@@ -222,10 +243,14 @@ def normalise(
     elif sent_at is not None:
         # Segment's skew correction: the client clock's offset is receivedAt - sentAt.
         timestamp = client_time + (received_at - sent_at)
-        if not _FIRST_MS <= timestamp <= _LAST_MS:
-            raise InvalidInput("timestamp", "is out of range once corrected by receivedAt - sentAt")
+        if not FIRST_EVENT_MS <= timestamp <= LAST_EVENT_MS:
+            raise InvalidInput("timestamp", f"is {_describe(timestamp)} once corrected by receivedAt - sentAt "
+                                            f"(sentAt {format_time(sent_at)}); it must fall {EVENT_TIME_RANGE}")
     else:
         timestamp = client_time
+        if not FIRST_EVENT_MS <= timestamp <= LAST_EVENT_MS:
+            field = "timestamp" if times[0] is not None else "originalTimestamp"
+            raise InvalidInput(field, f"is {_describe(timestamp)}; it must fall {EVENT_TIME_RANGE}")
 
     context = call.get("context") or {}
     channel = context.get("channel")
@@ -315,7 +340,14 @@ def normalise_request(
     """
     payload = decode_json(body)
     if call_type is not None:
-        return [normalise(payload, call_type=call_type, received_at=received_at, default_message_id=request_id)], []
+        try:
+            return [normalise(payload, call_type=call_type, received_at=received_at,
+                              default_message_id=request_id)], []
+        except InvalidInput as exc:
+            if exc.field:
+                raise
+            # A fault of the call as a whole: for a single call, that is the request body.
+            raise type(exc)("body", exc.reason) from None
     if not isinstance(payload, dict):
         raise InvalidInput("body", "must be a JSON object with a 'batch' array")
     calls = payload.get("batch")

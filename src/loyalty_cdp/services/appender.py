@@ -20,9 +20,13 @@ run beside the profile processor instead of taking turns with it, and the event 
 authenticates, counts the calls and passes bytes along. Either way the writer speaks the
 same protocol over a socket pair: length-prefixed msgpack frames, a group per frame, one
 reply per group, in order, with up to two groups in flight so that the writer never waits
-for the event loop. A writer process that dies fails the requests it held with 503
-(nothing of theirs was acknowledged) and another is started; it exits when the server
-closes its socket, and with the server.
+for the event loop. A writer process that dies (killed, out of memory) fails the requests it
+held with 503 (nothing of theirs was acknowledged; what it appended before dying is found
+again by ``messageId`` when the clients resend) and another is started half a second later,
+while new requests wait in the bounded queue. A request that makes normalising raise
+anything but :class:`InvalidInput` (a bug) fails alone with a 500; its group is still
+written and the writer lives on. A writer exits when the server closes its socket, and
+with the server.
 
 On shutdown the queue is drained before the writer stops and the log is closed.
 """
@@ -52,7 +56,6 @@ from loyalty_cdp.core.loyalty.inputs import COMMAND_EVENTS
 from loyalty_cdp.errors import (
     Forbidden,
     InvalidInput,
-    LoyaltyCdpError,
     Overloaded,
     PayloadTooLarge,
     StorageUnavailable,
@@ -91,16 +94,25 @@ class Stored(msgspec.Struct, array_like=True, tag="stored"):
 
 class _Refused(msgspec.Struct, array_like=True, tag="refused"):
     """The request as a whole broke a rule: an :class:`InvalidInput` raised in the writer (its
-    field and reason), or a loyalty command from a key without the scope (``field`` None)."""
+    field and reason), or a loyalty command from a key without the scope (``field`` None).
+    ``internal``: normalising it raised something else, a bug of ours (the request alone fails,
+    with a 500, and the writer carries on with the rest of the group)."""
 
     field: str | None
     reason: str
     too_large: bool = False
+    internal: bool = False
 
-    def error(self) -> LoyaltyCdpError:
+    def error(self) -> Exception:
+        if self.internal:
+            return WriterBug(self.reason)
         if self.field is None:
             return Forbidden(self.reason)
         return (PayloadTooLarge if self.too_large else InvalidInput)(self.field, self.reason)
+
+
+class WriterBug(RuntimeError):
+    """Normalising a request raised an unexpected error in the writer (answered as a bare 500)."""
 
 
 class _Reply(msgspec.Struct, array_like=True):
@@ -156,6 +168,10 @@ def _write_group(event_log: EventLog, suppression: SuppressionList | None, items
             )
         except InvalidInput as exc:
             outcomes.append(_Refused(exc.field, exc.reason, isinstance(exc, PayloadTooLarge)))
+            continue
+        except Exception as exc:  # a bug: this request fails alone; its group, and the writer, go on
+            log.exception("normalising an ingest request failed")
+            outcomes.append(_Refused(None, f"{type(exc).__name__} while normalising the request", internal=True))
             continue
         if not item.commands_allowed and (refusal := _command_refusal(accepted)):
             outcomes.append(_Refused(None, refusal))
