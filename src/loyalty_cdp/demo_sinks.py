@@ -305,6 +305,7 @@ class SmtpSink:
 
             port = free_port()
         self.messages: collections.deque[EmailMessage] = collections.deque(maxlen=KEPT)
+        self.arrivals: collections.deque[tuple[float, tuple[str, ...]]] = collections.deque(maxlen=KEPT)
         self.accepted = 0
         self.host, self.port = host, port
         sink = self
@@ -314,6 +315,7 @@ class SmtpSink:
                 email = message_from_bytes(envelope.content, policy=policy.default)
                 assert isinstance(email, EmailMessage)
                 sink.messages.append(email)
+                sink.arrivals.append((time.time(), tuple(envelope.rcpt_tos)))
                 sink.accepted += 1
                 log.info("demo email sink: to %s: %s", ", ".join(envelope.rcpt_tos), email.get("Subject", ""))
                 return "250 Message accepted for delivery"
