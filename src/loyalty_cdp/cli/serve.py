@@ -1,16 +1,21 @@
 """``loyalty-cdp serve``: the whole system in one process on the embedded default.
 
 ``--demo`` also starts local sinks for the example program's destinations (an SMTP server,
-Twilio- and FCM-compatible APIs, a webhook receiver: :mod:`loyalty_cdp.demo_sinks`) and
-streams simulated program traffic into the server, so that offers are decided and
-delivered through five destinations at once (the fifth, the audience export, writes files
-under ``<data-dir>/audiences`` every minute).
+Twilio- and FCM-compatible APIs, a webhook receiver: :mod:`loyalty_cdp.demo_sinks`), streams
+a simulated year of program traffic into the server, and every few seconds sends a live
+shopper whose purchase crosses a tier, so that offers are decided and delivered now through
+five destinations at once (the fifth, the audience export, writes files under
+``<data-dir>/audiences`` every minute).
 """
 
 from __future__ import annotations
 
+import base64
+import itertools
+import json
 import logging
 import os
+import random
 import threading
 import time
 import urllib.request
@@ -32,6 +37,60 @@ DEMO_MEMBERS = 2_000
 DEMO_DAYS = 365
 DEMO_RATE = 200.0  # events/s: lively in the logs and metrics, light on a laptop
 DEMO_AUDIENCE_EVERY_S = "60"
+DEMO_LIVE_EVERY_S = 5.0  # a live shopper crossing a tier this often
+
+
+def _wait_for(url: str) -> None:
+    while True:  # wait until the server answers
+        try:
+            with urllib.request.urlopen(url + "/healthz", timeout=1):
+                return
+        except OSError:
+            time.sleep(0.2)
+
+
+def _live_shopper(n: int, rng: random.Random) -> list[dict[str, object]]:
+    """A new member who enrols in the app (answering the consent banner) and spends enough for Silver or Gold."""
+    from loyalty_cdp.core.messages import is_e164
+
+    user = f"live-{n:05d}-{rng.randrange(16**6):06x}"
+    first = rng.choice(("Ann", "Bo", "Chen", "Dara", "Eli", "Fatima", "Gus", "Hana", "Ivo", "Jules"))
+    phone = next(number for number in (f"+1415{rng.randrange(2_000_000, 9_999_999):07d}" for _ in range(100))
+                 if is_e164(number))
+    preferences = {"Email Marketing": rng.random() < 0.85, "SMS Marketing": rng.random() < 0.4,
+                   "Push Notifications": rng.random() < 0.75, "Advertising": rng.random() < 0.5}
+    total = round(rng.uniform(520, 1800), 2)
+    return [
+        {"type": "identify", "userId": user, "context": {"channel": "app", "consent": {
+            "categoryPreferences": preferences}}, "traits": {
+            "first_name": first, "email": f"{user}@example.com", "phone": phone,
+            "push_token": f"{user}-{rng.randrange(16**20):020x}:APA91b"}},
+        {"type": "track", "userId": user, "event": "Order Completed", "context": {"channel": "pos"},
+         "properties": {"order_id": f"live-order-{user}", "total": total, "currency": "USD", "products": [
+             {"product_id": "TV-00001", "sku": "TV-00001", "name": "Television", "category": "Electronics",
+              "brand": "Northwind", "price": total, "quantity": 1}]}},
+    ]
+
+
+def _demo_live(settings: Settings, write_key: str) -> None:
+    """Every few seconds a new member shops live: a tier upgrade now, so offers go out now.
+
+    (The simulated year is history: decisions about occurrences more than a day old are
+    recorded without being sent.)"""
+    url = f"http://{settings.host}:{settings.port}"
+    _wait_for(url)
+    auth = "Basic " + base64.b64encode(f"{write_key}:".encode()).decode()
+    rng = random.Random()
+    for n in itertools.count(1):
+        body = json.dumps({"batch": _live_shopper(n, rng)}).encode()
+        request = urllib.request.Request(url + "/v1/batch", data=body, method="POST", headers={
+            "Content-Type": "application/json", "Authorization": auth})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                response.read()
+        except OSError as exc:  # the demo must never take the server down with it
+            log.warning("demo live shopper not sent: %s", exc)
+        time.sleep(DEMO_LIVE_EVERY_S)
 
 
 def _demo_traffic(settings: Settings, write_key: str, sinks: DemoSinks | None = None) -> None:
@@ -40,12 +99,7 @@ def _demo_traffic(settings: Settings, write_key: str, sinks: DemoSinks | None = 
     from loyalty_cdp.simulator.streaming import BatchSender
 
     url = f"http://{settings.host}:{settings.port}"
-    while True:  # wait until the server answers
-        try:
-            with urllib.request.urlopen(url + "/healthz", timeout=1):
-                break
-        except OSError:
-            time.sleep(0.2)
+    _wait_for(url)
     start = (datetime.now(UTC) - timedelta(days=DEMO_DAYS)).date()
     reported = time.monotonic()
 
@@ -98,6 +152,7 @@ def serve(
         finally:
             store.close()
         threading.Thread(target=_demo_traffic, args=(settings, key, sinks), name="demo", daemon=True).start()
+        threading.Thread(target=_demo_live, args=(settings, key), name="demo-live", daemon=True).start()
     try:
         uvicorn.run(
             create_app(settings),
