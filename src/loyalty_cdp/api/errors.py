@@ -4,7 +4,9 @@ The OpenAPI document says so too: :func:`install` makes every operation document
 answers that the shared machinery gives (400 for invalid parameters or bodies, 413 over a
 body's size limit, 404 for an unknown resource in the path, 401, 403 and 429 for the key
 every ``/v1/`` endpoint checks), with the body's schema, in place of FastAPI's 422 which
-this server never sends. Routers document only their own answers (409, 503, ...).
+this server never sends. Routers document only their own answers (409, 503, ...); a
+``/v1/`` route that takes no key (a signed link, a provider's webhook) declares
+``openapi_extra={"security": []}`` and gets no 401, 403 or 429.
 """
 
 from __future__ import annotations
@@ -148,7 +150,8 @@ def document_errors(document: dict[str, Any]) -> dict[str, Any]:
                 _error(responses, "413", "The body is over its size limit")
             if any(parameter.get("in") == "path" for parameter in parameters):
                 _error(responses, "404", "Nothing found under this path")
-            if path.startswith(_KEYED_PREFIX):
+            # A public route (a signed link, a provider's webhook) says so with ``security: []``.
+            if path.startswith(_KEYED_PREFIX) and operation.get("security") != []:
                 keyed = True
                 operation.setdefault("security", [{"bearer": []}, {"basic": []}])
                 _error(responses, "401", "No valid API key (missing, unknown or revoked)",
