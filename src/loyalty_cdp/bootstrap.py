@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from loyalty_cdp.adapters.audit import AUDIT_DB, AuditLog
 from loyalty_cdp.adapters.decisionstore import DecisionStore
@@ -19,9 +20,12 @@ from loyalty_cdp.core.decisioning import DecisioningBook
 from loyalty_cdp.core.loyalty import LoyaltyEngine, ProgramBook
 from loyalty_cdp.core.loyalty.program import VersionError
 from loyalty_cdp.core.segments import LoyaltyReader
+from loyalty_cdp.services.activation import Activation
 from loyalty_cdp.services.appender import GroupCommitAppender
 from loyalty_cdp.services.decisioning_stage import DecisioningStage
 from loyalty_cdp.services.processor import Processor
+from loyalty_cdp.services.scoring import LapseRefresher, ScoringScheduler, score_every_s, scoring_config_for
+from loyalty_cdp.services.segments import SegmentRegistry
 from loyalty_cdp.settings import Settings
 
 
@@ -80,9 +84,15 @@ def open_decision_store(settings: Settings) -> DecisionStore:
 
 
 def open_decisioning_stage(settings: Settings, program: tuple[ProgramBook, DecisioningBook],
-                           store: DecisionStore, scores: ScoreStore) -> DecisioningStage:
+                           store: DecisionStore, scores: ScoreStore, segments: SegmentRegistry,
+                           activation: Activation | None = None) -> DecisioningStage:
+    """Segments (the program's and the API's), triggers and decisions, and the lapse-risk refresh
+    after each purchase; with ``activation``, send decisions become outbound messages."""
+    refresher = LapseRefresher(scores, scoring_config_for(program[1]).lapse_threshold)
     return DecisioningStage(program[1], LoyaltyReader(program[0]), store, lambda: int(time.time() * 1000),
-                            scores=scores)
+                            scores=scores, segments=segments.current, refresh=refresher.refresh,
+                            deliver=activation.messages_for if activation is not None else None,
+                            staged=activation.notify if activation is not None else None)
 
 
 def open_suppression(settings: Settings) -> SuppressionList:
@@ -114,17 +124,23 @@ class Components:
     decisioning: DecisioningBook
     loyalty_reader: LoyaltyReader
     decisions: DecisionStore
+    activation: Activation
+    segments: SegmentRegistry
+    scheduler: ScoringScheduler
 
     async def start(self) -> None:
         self.appender.start()
         self.processor.start()
+        await self.activation.start()
+        self.scheduler.start()
 
     async def close(self) -> None:
+        # Activation first: while its lanes stop they hand their last status events to the log.
+        await self.activation.close()  # closes the decision store and the outbox it shares
         await self.appender.close()
+        self.scheduler.stop()
         self.processor.stop()
         self.processor.close()
-        self.decisions.close()
-        self.decisions.outbox.close()
         self.scores.close()
         self.suppression.close()
         self.privacy_requests.close()
@@ -139,9 +155,17 @@ def build(settings: Settings, metrics: Metrics) -> Components:
     program = open_program(settings)
     suppression = open_suppression(settings)
     scores = ScoreStore(settings.data_dir)
-    decisions = open_decision_store(settings)
-    stage = open_decisioning_stage(settings, program, decisions, scores)
+    processor: Processor | None = None
+
+    def append(calls: list[dict[str, Any]]) -> None:  # delivery status, email tracking, SMS keywords
+        assert processor is not None, "activation appends only once the server runs"
+        processor.emit(calls)
+
+    activation = Activation(settings, settings.program, append, metrics)
+    segments = SegmentRegistry(program[1], activation.decisions, program=program[0], scores=scores)
+    stage = open_decisioning_stage(settings, program, activation.decisions, scores, segments, activation)
     processor = open_processor(settings, event_log, suppression=suppression, program=program, decisioning=stage)
+    activation.attach_members(processor.view)
 
     def appended(result: AppendResult) -> None:
         metrics.record_append(result)
@@ -161,4 +185,5 @@ def build(settings: Settings, metrics: Metrics) -> Components:
         keys.limiter = RateLimiter(settings.key_rate_limit, 2 * settings.key_rate_limit)
     return Components(settings, event_log, keys, metrics, appender, processor, scores, suppression,
                       PrivacyRequestStore(settings.data_dir), open_audit_log(settings), program[1],
-                      LoyaltyReader(program[0]), decisions)
+                      LoyaltyReader(program[0]), activation.decisions, activation, segments,
+                      ScoringScheduler(settings, event_log, scores, program[1], score_every_s()))

@@ -15,6 +15,10 @@ import time
 import urllib.request
 from pathlib import Path
 
+# The channels of the events the system writes itself (the loyalty engine, segment
+# memberships, offer grants, prediction alerts), as opposed to what clients sent.
+SYSTEM_CHANNELS = frozenset({"loyalty", "segments", "decisioning", "predictions"})
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -36,7 +40,9 @@ class ServerProcess:
 
     def __init__(self, data_dir: Path, env: dict[str, str] | None = None, *extra_args: str) -> None:
         self.data_dir = data_dir
-        self.env = {**os.environ, **(env or {})}
+        # The scheduled scoring job stays off unless a test asks for it: a background run appends
+        # its alerts to the log at a moment of its own, which tests comparing the log cannot allow.
+        self.env = {"LOYALTY_CDP_SCORE_EVERY_S": "0", **os.environ, **(env or {})}
         self.extra_args = extra_args
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"

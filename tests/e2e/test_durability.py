@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 
 from loyalty_cdp.adapters.eventlog.sqlite import SqliteEventLog
-from loyalty_cdp.testing import ServerProcess
+from loyalty_cdp.testing import SYSTEM_CHANNELS, ServerProcess
 
 
 def stored_ids(data_dir: Path) -> list[str]:
@@ -18,7 +18,7 @@ def stored_ids(data_dir: Path) -> list[str]:
         ids: list[str] = []
         after = 0
         while page := log.read(after, 50_000):
-            ids.extend(e.message_id for e in page if e.channel != "loyalty")
+            ids.extend(e.message_id for e in page if e.channel not in SYSTEM_CHANNELS)
             after = page[-1].offset
         return ids
     finally:

@@ -12,14 +12,14 @@ import msgspec
 import pytest
 
 from loyalty_cdp.adapters.eventlog.sqlite import SqliteEventLog
-from loyalty_cdp.testing import ServerProcess
+from loyalty_cdp.testing import SYSTEM_CHANNELS, ServerProcess
 
 
 def stored(server: ServerProcess) -> list[dict]:
     """What clients stored (the loyalty engine's own events, channel "loyalty", left out)."""
     log = SqliteEventLog(server.data_dir / "events.db")
     try:
-        return [msgspec.json.decode(e.body) for e in log.read(0, 100_000) if e.channel != "loyalty"]
+        return [msgspec.json.decode(e.body) for e in log.read(0, 100_000) if e.channel not in SYSTEM_CHANNELS]
     finally:
         log.close()
 

@@ -34,10 +34,29 @@ REQUIRED: dict[tuple[str, str], str | None] = {
     ("POST", "/v1/members/{user_id}/consent"): "privacy",
     ("GET", "/healthz"): PUBLIC,
     ("GET", "/metrics"): PUBLIC,
+    ("GET", "/v1/segments"): "read",
+    ("POST", "/v1/segments"): "admin",
+    ("POST", "/v1/segments/preview"): "read",
+    ("GET", "/v1/segments/{segment_id}"): "read",
+    ("GET", "/v1/segments/{segment_id}/members"): "read",
+    ("DELETE", "/v1/segments/{segment_id}"): "admin",
+    ("GET", "/v1/decisions/{decision_id}"): "read",
+    ("POST", "/v1/decisions/{decision_id}/outcome"): "ingest",
+    ("GET", "/v1/members/{user_id}/decisions"): "read",
+    ("GET", "/v1/reports/uplift"): "admin",
+    # Public like an email provider's links and Twilio's webhooks: signed links, X-Twilio-Signature.
+    ("GET", "/v1/email/open"): PUBLIC,
+    ("GET", "/v1/email/click"): PUBLIC,
+    ("GET", "/v1/email/unsubscribe"): PUBLIC,
+    ("POST", "/v1/email/unsubscribe"): PUBLIC,
+    ("POST", "/v1/sms/inbound"): PUBLIC,
+    ("POST", "/v1/sms/status"): PUBLIC,
 }
 # Values for the parameters endpoints require, so that a call with the right key reaches the endpoint itself.
-PATH_VALUES = {"user_id": "matrix-member", "request_id": "pr_0000000000000000"}
-QUERY_VALUES = {"type": "email", "value": "matrix@example.com", "channel": "web"}
+PATH_VALUES = {"user_id": "matrix-member", "request_id": "pr_0000000000000000", "segment_id": "at-risk",
+               "decision_id": "dec-00000000000000000000000000000000"}
+QUERY_VALUES = {"type": "email", "value": "matrix@example.com", "channel": "web", "m": "msg_x", "u": "u", "d": "d",
+                "s": "x", "url": "https://example.com/", "message_id": "msg_x"}
 
 
 def keys(server: ServerProcess) -> tuple[dict[str, str], str]:

@@ -6,7 +6,7 @@ import msgspec
 from segment.analytics.client import Client
 
 from loyalty_cdp.adapters.eventlog.sqlite import SqliteEventLog
-from loyalty_cdp.testing import ServerProcess
+from loyalty_cdp.testing import SYSTEM_CHANNELS, ServerProcess
 
 
 def test_official_client_calls_are_accepted_and_stored(server: ServerProcess, write_key: str) -> None:
@@ -29,7 +29,7 @@ def test_official_client_calls_are_accepted_and_stored(server: ServerProcess, wr
 
     log = SqliteEventLog(server.data_dir / "events.db")
     try:
-        stored = [e for e in log.read(0, 100) if e.channel != "loyalty"]  # the engine's own events aside
+        stored = [e for e in log.read(0, 100) if e.channel not in SYSTEM_CHANNELS]  # the engine's own events aside
     finally:
         log.close()
     assert sorted(e.type for e in stored) == ["alias", "group", "identify", "page", "screen", "track"]

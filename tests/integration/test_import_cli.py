@@ -28,7 +28,7 @@ from loyalty_cdp.cli.simulate import simulate as simulate_command
 from loyalty_cdp.errors import Forbidden, InvalidInput, StorageUnavailable, Unauthorized
 from loyalty_cdp.simulator import simulate
 from loyalty_cdp.simulator.streaming import BatchSender, batch_url
-from loyalty_cdp.testing import ServerProcess, free_port, run_cli
+from loyalty_cdp.testing import SYSTEM_CHANNELS, ServerProcess, free_port, run_cli
 
 WRITE_KEY = "wk_test"
 
@@ -350,7 +350,7 @@ def test_import_to_a_running_server_stores_each_event_once(tmp_path: Path) -> No
             assert f"sent {len(simulated):,} to {live.url}/v1/batch" in result.stdout
     log = SqliteEventLog(tmp_path / "data" / "events.db")
     try:  # the loyalty engine's own events (channel "loyalty") come on top of what was imported
-        imported = [e for e in log.read(0, 100_000) if e.channel != "loyalty" or e.type == "identify"]
+        imported = [e for e in log.read(0, 100_000) if e.channel not in SYSTEM_CHANNELS or e.type == "identify"]
     finally:
         log.close()
     assert len(imported) == len(simulated)

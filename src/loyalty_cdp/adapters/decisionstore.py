@@ -132,10 +132,11 @@ class DecisionStore:
     def write(self, batch: Batch, now_ms: int) -> list[str]:
         """Store the batch's decisions (if absent), stage their messages, record the transitions.
 
-        ``removed_members`` lose their memberships; ``memberships`` replace a member's
-        (a member that took over another's profile in a merge). One durable transaction. Messages are staged only for decisions stored now: a
-        decision found already stored was delivered (or is being delivered) by its first
-        write. Returns the ids of the decisions that were new."""
+        ``removed_members`` lose their memberships; ``memberships`` replace a member's (a
+        member that took over another's profile in a merge). One durable transaction.
+        Messages are staged only for decisions stored now: a decision found already stored
+        was delivered (or is being delivered) by its first write. Returns the ids of the
+        decisions that were new."""
         new: list[str] = []
         with self.outbox.transaction() as conn:
             for decision in batch.decisions:

@@ -77,7 +77,7 @@ SCHEMA = (
 
 _STAGE = """
 INSERT INTO outbox_messages (message_id, destination, body, enqueued_at, next_attempt_at)
-SELECT ?1, ?2, ?3, ?4, ?4
+SELECT ?1, ?2, ?3, ?4, max(?4, ?5)
 WHERE NOT EXISTS (SELECT 1 FROM outbox_finished WHERE message_id = ?1)
   AND NOT EXISTS (SELECT 1 FROM outbox_dead_letters WHERE message_id = ?1)
 ON CONFLICT (message_id) DO NOTHING
@@ -135,9 +135,12 @@ def stage(conn: sqlite3.Connection, messages: Iterable[OutboundMessage], now_ms:
     """Add ``messages`` to the outbox on ``conn`` within the caller's open transaction.
 
     Returns how many were new; a ``message_id`` already staged, delivered or dead-lettered
-    is skipped. Raises :class:`InvalidInput` (and stages nothing) if a message is invalid.
+    is skipped. A message is due at its ``created_at`` (a send the contact policy moved out
+    of quiet hours is created for later), or now if that has passed. Raises
+    :class:`InvalidInput` (and stages nothing) if a message is invalid.
     """
-    rows = [(m.message_id, m.destination, encode_message(validate_message(m)), now_ms) for m in messages]
+    rows = [(m.message_id, m.destination, encode_message(validate_message(m)), now_ms, m.created_at)
+            for m in messages]
     before = conn.total_changes
     conn.executemany(_STAGE, rows)
     return conn.total_changes - before

@@ -36,7 +36,8 @@ router = APIRouter(tags=["email"])
 
 PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
 NO_STORE = {"Cache-Control": "no-store, private", "Pragma": "no-cache"}
-MAX_PARAM = 4096
+PUBLIC = {"security": []}  # no API key: the links are signed instead
+MAX_PARAM = 1024  # four of them must fit uvicorn's URL limit whatever their characters
 _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"description": "The link is incomplete, altered or not signed by this server"},
     503: {"description": "This server has no email destination configured"},
@@ -69,7 +70,8 @@ D = Query(..., max_length=MAX_PARAM, description="The decision that sent the ema
 S = Query(..., max_length=MAX_PARAM, description="HMAC-SHA256 signature of the link")
 
 
-@router.get(OPEN_PATH, summary="Email open pixel: records Email Opened", response_class=Response,
+@router.get(OPEN_PATH, openapi_extra=PUBLIC,
+            summary="Email open pixel: records Email Opened", response_class=Response,
             responses={200: {"content": {"image/gif": {}}, "description": "A 1x1 transparent GIF"}, **_ERRORS})
 async def email_open(request: Request, m: str = M, u: str = U, d: str = D, s: str = S) -> Response:
     activation = activation_of(request)
@@ -78,7 +80,8 @@ async def email_open(request: Request, m: str = M, u: str = U, d: str = D, s: st
     return Response(PIXEL, media_type="image/gif", headers=NO_STORE)
 
 
-@router.get(CLICK_PATH, summary="Email click redirect: records Email Link Clicked", response_class=Response,
+@router.get(CLICK_PATH, openapi_extra=PUBLIC,
+            summary="Email click redirect: records Email Link Clicked", response_class=Response,
             responses={302: {"description": "Redirect to the link's signed target"}, **_ERRORS})
 async def email_click(request: Request, m: str = M, u: str = U, d: str = D,
                       url: str = Query(..., max_length=MAX_PARAM, description="The target (signed)"),
@@ -101,7 +104,8 @@ def _page(title: str, body: str) -> str:
     )
 
 
-@router.get(UNSUBSCRIBE_PATH, summary="Unsubscribe page: asks to confirm (changes nothing)",
+@router.get(UNSUBSCRIBE_PATH, openapi_extra=PUBLIC,
+            summary="Unsubscribe page: asks to confirm (changes nothing)",
             response_class=HTMLResponse, responses=_ERRORS)
 async def unsubscribe_page(request: Request, m: str = M, u: str = U, d: str = D, s: str = S) -> Response:
     activation = activation_of(request)
@@ -116,7 +120,8 @@ async def unsubscribe_page(request: Request, m: str = M, u: str = U, d: str = D,
     return HTMLResponse(_page("Unsubscribe", form), headers=NO_STORE)
 
 
-@router.post(UNSUBSCRIBE_PATH, summary="Unsubscribe (RFC 8058 one-click or the page's button): withdraws email consent",
+@router.post(UNSUBSCRIBE_PATH, openapi_extra=PUBLIC,
+             summary="Unsubscribe (RFC 8058 one-click or the page's button): withdraws email consent",
              response_class=HTMLResponse, responses=_ERRORS)
 async def unsubscribe(request: Request, m: str = M, u: str = U, d: str = D, s: str = S) -> Response:
     activation = activation_of(request)

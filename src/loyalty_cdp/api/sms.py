@@ -83,7 +83,7 @@ def _now_ms() -> int:
 
 
 @router.post(INBOUND_PATH, summary="Twilio inbound SMS webhook: STOP / START keywords",
-             openapi_extra={"requestBody": _FORM_BODY},
+             openapi_extra={"requestBody": _FORM_BODY, "security": []},
              responses={200: {"content": {"text/xml": {}}, "description": "Empty TwiML"}, **_ERRORS})
 async def inbound(request: Request) -> Response:
     activation = activation_of(request)
@@ -106,7 +106,7 @@ async def inbound(request: Request) -> Response:
 
 
 @router.post(STATUS_PATH, summary="Twilio message status callback: Message Delivered / Failed",
-             openapi_extra={"requestBody": _FORM_BODY}, responses=_ERRORS)
+             openapi_extra={"requestBody": _FORM_BODY, "security": []}, responses=_ERRORS)
 async def status_callback(
     request: Request,
     message_id: str = Query(..., min_length=1, max_length=64, description="Our message id (set in StatusCallback)"),

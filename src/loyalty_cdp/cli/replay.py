@@ -16,6 +16,7 @@ from loyalty_cdp.bootstrap import (
     open_profile_store,
     open_program,
 )
+from loyalty_cdp.services.segments import SegmentRegistry
 from loyalty_cdp.settings import Settings
 
 REPLAY_BATCH = 50_000
@@ -35,7 +36,8 @@ def replay(
     store.close()
     program = open_program(settings)
     scores, decisions = ScoreStore(settings.data_dir), open_decision_store(settings)
-    stage = open_decisioning_stage(settings, program, decisions, scores)
+    stage = open_decisioning_stage(settings, program, decisions, scores,
+                                   SegmentRegistry(program[1], decisions, program=program[0], scores=scores))
     processor = open_processor(settings, event_log, batch_size=REPLAY_BATCH, program=program, decisioning=stage)
     try:
         started = time.perf_counter()

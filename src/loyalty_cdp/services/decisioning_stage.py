@@ -79,12 +79,13 @@ class DecisioningStage:
     the API); by default the program's. ``deliver`` renders a ``send`` decision into
     messages (the activation service); without it decisions are stored and nothing is
     sent. ``refresh`` updates a member's predictions after a purchase and returns calls to
-    emit (``Lapse Risk Detected``). ``clock()`` is the current time in epoch ms."""
+    emit (``Lapse Risk Detected``). ``staged()`` is called after a write that staged messages
+    (the dispatcher then looks at the outbox at once). ``clock()`` is the current time in epoch ms."""
 
     def __init__(self, book: DecisioningBook, reader: LoyaltyReader, store: DecisionStore, clock: Callable[[], int],
                  *, scores: ScoreStore | None = None, segments: Callable[[int], SegmentSet] | None = None,
                  deliver: Deliver | None = None, refresh: Refresh | None = None,
-                 consent_policy: DefaultPolicy = STRICT_POLICY) -> None:
+                 staged: Callable[[], None] | None = None, consent_policy: DefaultPolicy = STRICT_POLICY) -> None:
         self._book = book
         self._reader = reader
         self.store = store
@@ -93,6 +94,7 @@ class DecisioningStage:
         self._segments = segments or (lambda at: book.at(at).segments)
         self.deliver = deliver
         self.refresh = refresh
+        self._staged = staged
         self._policy = consent_policy
         self.decided = 0
         self.undelivered = 0
@@ -107,6 +109,14 @@ class DecisioningStage:
         config = self._book.at(at)
         return self._segments(at).time_dependent or any(
             isinstance(rule.config, ConditionTrigger | ReplenishmentTrigger) for rule in config.triggers)
+
+    def write(self, batch: Batch) -> None:
+        """Store what a batch (or a sweep) decided: decisions, messages and transitions, in one transaction."""
+        if not batch:
+            return
+        self.store.write(batch, self._clock())
+        if batch.messages and self._staged is not None:
+            self._staged()
 
     # -- per member ----------------------------------------------------------------------------
 
@@ -127,7 +137,7 @@ class DecisioningStage:
         for event in new_events:
             self._record_outcome(event)
         if self.refresh is not None and any(e.event == "Order Completed" for e in new_events):
-            emitted += self.refresh(profile.member_id, profile, at)
+            emitted += self.refresh(profile.member_id, profile, max(at, self._clock()))
         profile = self._evaluate(profile, at, segments, new_events, batch, emitted)
         if history is not None:  # a merge: the profile's memberships may have come from another member id
             batch.memberships[profile.member_id] = {

@@ -60,6 +60,7 @@ from loyalty_cdp.core.identifiers import (
 from loyalty_cdp.core.identity import IdentityGraph, IdentityRules, Member, Resolution
 from loyalty_cdp.core.loyalty import CampaignBudgets, LoyaltyEngine
 from loyalty_cdp.core.profile import Profile, fold, merge_profiles, unseen
+from loyalty_cdp.core.segments.membership import CHANNEL as SEGMENTS_CHANNEL
 from loyalty_cdp.errors import Conflict
 from loyalty_cdp.services.decisioning_stage import DecisioningStage
 from loyalty_cdp.services.loyalty_stage import LoyaltyStage
@@ -212,7 +213,10 @@ class Processor:
             before = self._current(member_id, updated)
             if self.decisioning is not None:
                 fresh[member_id] = unseen(before, member_events)
-            profile = fold(before, member_events, self._graph.member(member_id))
+            # Segment Entered/Exited are derived from the profile at the time they were evaluated:
+            # the triggers read them, the profile does not fold them back into itself.
+            folded = [e for e in member_events if e.channel != SEGMENTS_CHANNEL]
+            profile = fold(before, folded, self._graph.member(member_id)) if folded or before is None else before
             if any(e.consent or e.event == CONSENT_EVENT for e in member_events):
                 profile.consent = consent_to_builtins(fold_consent(_consent(profile), member_events))
             if self.loyalty is not None and member_id not in rebuild:
@@ -228,9 +232,9 @@ class Processor:
             self._decisioning_stage(updated, fresh, rebuild | {resolution.renamed[old] for old in removed},
                                     removed, batch, emitted)
         members = [m for m in (self._graph.member(mid) for mid in resolution.changed) if m is not None]
-        self._emit(emitted)
-        if batch and self.decisioning is not None:
-            self.decisioning.store.write(batch, int(time.time() * 1000))
+        self.emit(emitted)
+        if self.decisioning is not None:
+            self.decisioning.write(batch)
         encoded = {member_id: _encode(profile) for member_id, profile in updated.items()}
         self._store.commit(Changes(
             offset=last_offset, members=members, removed_members=list(resolution.renamed),
@@ -264,7 +268,7 @@ class Processor:
             updated[member_id] = profile
         if not updated:
             return 0
-        self._emit(emitted)
+        self.emit(emitted)
         encoded = {member_id: _encode(profile) for member_id, profile in updated.items()}
         self._store.commit(Changes(offset=self.offset, profiles=encoded))
         self.view.profiles.update(encoded)
@@ -305,17 +309,19 @@ class Processor:
             after = self.decisioning.sweep(profile, now_ms, batch, emitted)
             if after is not profile:
                 updated[member_id] = after
-        self._emit(emitted)
-        if batch:
-            self.decisioning.store.write(batch, now_ms)
+        self.emit(emitted)
+        self.decisioning.write(batch)
         if updated:
             encoded = {member_id: _encode(profile) for member_id, profile in updated.items()}
             self._store.commit(Changes(offset=self.offset, profiles=encoded))
             self.view.profiles.update(encoded)
         return len(updated)
 
-    def _emit(self, calls: list[dict[str, Any]]) -> None:
-        """Append emitted loyalty events durably (before the state that emitted them is committed)."""
+    def emit(self, calls: list[dict[str, Any]]) -> None:
+        """Append Segment calls durably and wake the processor (thread-safe).
+
+        The processor's own (loyalty, segment and grant events) go in before the state that
+        emitted them is committed; activation appends delivery status and tracking events."""
         if not calls:
             return
         received_at = int(time.time() * 1000)
@@ -363,7 +369,8 @@ class Processor:
     def _rebuild(self, member: Member) -> Profile:
         """Fold a member from scratch from its events already in the log (rare: see merge_profiles)."""
         stored = self._log.read_member(member.identities.get(USER_ID, []), member.identities.get(ANONYMOUS_ID, []))
-        events = [decode_event(e) for e in stored if e.offset <= self.offset]  # this batch is folded next
+        events = [decode_event(e) for e in stored  # this batch is folded next
+                  if e.offset <= self.offset and e.channel != SEGMENTS_CHANNEL]
         return fold(None, events, member)
 
     def erase_member(self, member_id: str) -> Member | None:

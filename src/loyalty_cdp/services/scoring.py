@@ -51,7 +51,6 @@ import numpy as np
 
 from loyalty_cdp.adapters.eventlog.base import EventLog
 from loyalty_cdp.adapters.scorestore import RunRecord, ScoreRow, ScoreStore, StoredEntry
-from loyalty_cdp.bootstrap import open_event_log
 from loyalty_cdp.core.consent import PROFILING, consent_from_builtins
 from loyalty_cdp.core.decisioning.config import DecisioningBook
 from loyalty_cdp.core.decisioning.triggers import ConditionTrigger, ReplenishmentTrigger
@@ -266,6 +265,8 @@ def run_scoring(
         store = ScoreStore(settings.data_dir / "backtests" / format_time(as_of_ms)[:10])
     own_log = event_log is None
     if event_log is None:
+        from loyalty_cdp.bootstrap import open_event_log  # the composition root imports this module
+
         try:
             event_log = open_event_log(settings)
         except BaseException:
