@@ -183,7 +183,8 @@ def build(settings: Settings, metrics: Metrics) -> Components:
     keys = open_key_store(settings)
     if settings.key_rate_limit:
         keys.limiter = RateLimiter(settings.key_rate_limit, 2 * settings.key_rate_limit)
+    scheduler = ScoringScheduler(settings, event_log, scores, program[1], score_every_s())
+    metrics.watch_scoring(scheduler.status)
     return Components(settings, event_log, keys, metrics, appender, processor, scores, suppression,
                       PrivacyRequestStore(settings.data_dir), open_audit_log(settings), program[1],
-                      LoyaltyReader(program[0]), activation.decisions, activation, segments,
-                      ScoringScheduler(settings, event_log, scores, program[1], score_every_s()))
+                      LoyaltyReader(program[0]), activation.decisions, activation, segments, scheduler)

@@ -28,6 +28,8 @@ class Settings:
     Environment variables (all optional): ``LOYALTY_CDP_DATA_DIR``, ``LOYALTY_CDP_STORAGE``
     (``sqlite`` or ``postgres``), ``LOYALTY_CDP_POSTGRES_DSN``, ``LOYALTY_CDP_HOST``,
     ``LOYALTY_CDP_PORT``, ``LOYALTY_CDP_INGEST_QUEUE_EVENTS``, ``LOYALTY_CDP_KEY_RATE_LIMIT``.
+    The services read a few of their own (``LOYALTY_CDP_SCORE_EVERY_S``,
+    ``LOYALTY_CDP_AUDIENCE_EVERY_S``, ...): docs/operations.md lists them all.
     """
 
     data_dir: Path = Path("./data")

@@ -66,6 +66,31 @@ class DestinationCollector(Collector):
         yield breaker
 
 
+class ScoringCollector(Collector):
+    """The scheduled scoring job's status (``ScoringScheduler.status``), read at scrape time."""
+
+    def __init__(self, status: Callable[[], Mapping[str, Any]]) -> None:
+        self.status = status
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Iterator[Any]:
+        s = self.status()
+        yield CounterMetricFamily("lcdp_scoring_runs", "Scheduled scoring runs finished, failed ones included",
+                                  value=s["runs"])
+        yield CounterMetricFamily("lcdp_scoring_failures", "Scheduled scoring runs that failed", value=s["failures"])
+        yield CounterMetricFamily("lcdp_scoring_skipped", "Scheduled runs skipped: nothing new the same day",
+                                  value=s["skipped"])
+        yield GaugeMetricFamily("lcdp_scoring_running", "1 while a scoring run is in progress", value=int(s["running"]))
+        yield GaugeMetricFamily("lcdp_scoring_last_duration_seconds", "Duration of the last run",
+                                value=s["last_duration_s"] or 0)
+        yield GaugeMetricFamily("lcdp_scoring_last_success_timestamp_seconds", "End of the last successful run",
+                                value=s["last_success_at"] or 0)
+        yield GaugeMetricFamily("lcdp_scoring_last_members", "Members scored by the last successful run",
+                                value=s["last_members"] or 0)
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
@@ -154,6 +179,10 @@ class Metrics:
             self.registry.unregister(self._destinations)
         self._destinations = DestinationCollector(stats)
         self.registry.register(self._destinations)
+
+    def watch_scoring(self, status: Callable[[], Mapping[str, Any]]) -> None:
+        """The scheduled scoring job's runs, failures and last success, read from ``status()`` at scrape time."""
+        self.registry.register(ScoringCollector(status))
 
     def observe_send(self, destination: str, seconds: float) -> None:
         """The dispatcher's ``on_latency``: one accepted send's duration."""

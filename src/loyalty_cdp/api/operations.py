@@ -19,6 +19,7 @@ async def healthz(request: Request) -> Response:
             "status": "ok",
             "storage": components.settings.storage,
             "ingest_queue_events": components.appender.queued_events,
+            "scoring": components.scheduler.status(),
         }
     )
 

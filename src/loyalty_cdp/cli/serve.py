@@ -136,9 +136,11 @@ def serve(
 
     from loyalty_cdp.api.app import create_app
     from loyalty_cdp.bootstrap import open_key_store, open_program
+    from loyalty_cdp.services.scoring import score_every_s
 
     settings = Settings.from_env(data_dir=data_dir, program=config, host=host, port=port)
     open_program(settings)  # a broken program file stops here, naming file, line and field (exit 2)
+    score_every_s()  # so does a bad LOYALTY_CDP_SCORE_EVERY_S
     log_config = logs.configure(log_level.upper())
     sinks = None
     if demo:
