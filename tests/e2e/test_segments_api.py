@@ -80,6 +80,14 @@ def test_segments_defined_in_json_are_recomputed_listed_paginated_previewed_and_
         after = page["next"]
         if after is None:
             break
+    # the members who entered in batch get their Segment Entered event and the membership in their profile
+    def entered(user: str) -> bool:
+        timeline = client.get(f"/v1/members/{user}/events", headers=read).json()["events"]
+        return any(e.get("event") == "Segment Entered" and e["properties"]["segment_id"] == "big-spenders"
+                   for e in timeline)
+    wait_for(lambda: all(entered(u) for u in ("s-2", "s-3", "s-5")), "Segment Entered events")
+    assert not entered("s-1")
+    assert client.get("/v1/members/s-5", headers=read).json()["segments"]["big-spenders"]["member"] is True
     assert [len(p) for p in pages] == [2, 1]
     assert sorted(m["user_id"] for p in pages for m in p) == ["s-2", "s-3", "s-5"]
     one = client.get("/v1/segments/big-spenders", headers=read).json()

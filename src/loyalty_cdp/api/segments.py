@@ -131,6 +131,8 @@ async def define(request: Request) -> Response:
     now = int(time.time() * 1000)
     result: Recomputation = await asyncio.to_thread(components.segments.recompute, info.definition.id,
                                                     decoded_profiles(components.processor.view.profiles), now)
+    # The members who moved get their Segment Entered / Exited events and triggers now.
+    await asyncio.to_thread(components.processor.reevaluate, [t.member_id for t in result.transitions], now)
     body = render(info, result.size, None)
     body["recomputed"] = _recomputation(result)
     return json_response(body, 201 if created else 200)

@@ -32,6 +32,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
@@ -301,8 +302,20 @@ class Processor:
             self._sweep_started = time.monotonic()
             self._sweep = list(self.view.profiles)
         chunk, self._sweep = self._sweep[-SWEEP_SLICE:], self._sweep[:-SWEEP_SLICE]
+        return self._look_again(chunk, now_ms)
+
+    def reevaluate(self, member_ids: Sequence[str], now_ms: int) -> int:
+        """Evaluate segments and triggers for these members now (a segment defined or edited
+        through the API was recomputed in batch: its members get their events and triggers)."""
+        if self.decisioning is None:
+            return 0
+        with self._step_lock:
+            return self._look_again(member_ids, now_ms)
+
+    def _look_again(self, member_ids: Sequence[str], now_ms: int) -> int:
+        assert self.decisioning is not None
         batch, emitted, updated = Batch(), [], {}
-        for member_id in chunk:
+        for member_id in member_ids:
             profile = self.view.profile(member_id)
             if profile is None:
                 continue
