@@ -135,11 +135,11 @@ class Components:
         self.scheduler.start()
 
     async def close(self) -> None:
-        # Activation first: while its lanes stop they hand their last status events to the log.
-        await self.activation.close()  # closes the decision store and the outbox it shares
-        await self.appender.close()
+        await self.appender.close()  # the ingest queue drains into the log
         self.scheduler.stop()
-        self.processor.stop()
+        self.processor.stop()  # between batches: nothing uses the decision store after this
+        # While its lanes stop, activation hands their last status events to the log (still open).
+        await self.activation.close()  # closes the decision store and the outbox it shares
         self.processor.close()
         self.scores.close()
         self.suppression.close()
