@@ -334,6 +334,7 @@ def draw_member(
 CONSENT_UNANSWERED = 0.15
 CONSENT_SHARES = {"Email Marketing": 0.85, "SMS Marketing": 0.4, "Advertising": 0.5}
 PUSH_SHARE = 0.75
+PERSONALIZATION_SHARE = 0.7  # "Personalization": profiling and automated decisions (scores used for offers)
 
 
 def consent_answer(user_id: str, app_user: bool) -> dict[str, bool] | None:
@@ -347,6 +348,7 @@ def consent_answer(user_id: str, app_user: bool) -> dict[str, bool] | None:
     answer = {category: rng.random() < share for category, share in CONSENT_SHARES.items()}
     if app_user:
         answer["Push Notifications"] = rng.random() < PUSH_SHARE
+    answer["Personalization"] = rng.random() < PERSONALIZATION_SHARE  # drawn last: the others stay as they were
     return answer
 
 
