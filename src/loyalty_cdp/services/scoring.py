@@ -372,17 +372,21 @@ class SchedulerStatus:
     last_model_version: str | None = None
 
 
+RETRY_AFTER_FAILURE_S = 60.0
+
+
 class ScoringScheduler:
     """Runs :func:`run_scoring` as of now every ``interval_s`` seconds in a background thread.
 
     Each run is a child process (``spawn``), so its minutes of NumPy and dict building never hold
     the server's interpreter, and its memory goes back when it ends; at most one runs at a time
-    (the thread waits for it). A failing run is logged and counted, and the next interval tries
-    again. A run is skipped when nothing was appended to the event log since the previous
-    successful one and the as-of day is the same (every score is computed per day, so it would be
-    the same run). :meth:`stop` ends the wait at once and terminates a run in progress, which is
-    safe: the score store's replacement is one transaction, the artefact is renamed into place,
-    and alerts are deduplicated by messageId when the next run appends them again.
+    (the thread waits for it). A failing run is logged and counted, and tried again after
+    ``RETRY_AFTER_FAILURE_S`` (or the interval, if shorter). A run is skipped when nothing was
+    appended to the event log since the previous successful one and the as-of day is the same
+    (every score is computed per day, so it would be the same run). :meth:`stop` ends the wait at
+    once and terminates a run in progress, which is safe: the score store's replacement is one
+    transaction, the artefact is renamed into place, and alerts are deduplicated by messageId when
+    the next run appends them again.
     ``interval_s`` 0 disables the schedule (:meth:`start` does nothing).
     """
 
@@ -397,6 +401,7 @@ class ScoringScheduler:
         self.config = scoring_config_for(program_book, config)
         self.interval_s = float(interval_s)
         self.first_delay_s = min(self.interval_s, 5.0) if first_delay_s is None else float(first_delay_s)
+        self.retry_s = min(self.interval_s, RETRY_AFTER_FAILURE_S)  # a failed run is tried again sooner
         self._status = SchedulerStatus(self.interval_s)
         self._status_lock = threading.Lock()
         self._stop = threading.Event()
@@ -462,7 +467,9 @@ class ScoringScheduler:
             log.info("scheduled scoring: %s members, model %s, %s alerts, %.1f s", detail["members"],
                      detail["model_version"], detail["alerts_appended"], finished - started)
             return True
-        log.error("scheduled scoring failed (retried in %.0f s): %s", self.interval_s, detail)
+        # Too little history to fit (a new program, a demo still loading) is expected, not an error.
+        level = logging.WARNING if str(detail).startswith(InvalidInput.__name__) else logging.ERROR
+        log.log(level, "scheduled scoring failed (retried in %.0f s): %s", self.retry_s, detail)
         return False
 
     def _run_child(self, now_ms: int) -> tuple[str, Any]:
@@ -498,13 +505,14 @@ class ScoringScheduler:
             return
         while True:
             try:
-                self.run_once()
-            except Exception:  # the schedule must survive anything a run does; next interval retries
-                log.exception("scheduled scoring failed (retried in %.0f s)", self.interval_s)
+                succeeded = self.run_once()
+            except Exception:  # the schedule must survive anything a run does; it is retried soon
+                log.exception("scheduled scoring failed (retried in %.0f s)", self.retry_s)
                 with self._status_lock:
                     self._status.running = False
                     self._status.failures += 1
-            if self._stop.wait(self.interval_s):
+                succeeded = False
+            if self._stop.wait(self.interval_s if succeeded else self.retry_s):
                 return
 
 
