@@ -241,8 +241,12 @@ def test_access_export_holds_every_event_of_every_channel(shared: tuple[ServerPr
     assert any(record["action"] == "merge" for record in export["identity_history"])
     assert export["loyalty"]["enrolled"] and export["loyalty"]["summary"]["lifetime_points"] > 0
     assert export["consent"]["policy"] == "strict" and "profiling" in export["consent"]["purposes"]
-    for section in ("decisions", "messages", "audiences"):
-        assert export[section]["records"] == [] and export[section]["note"]
+    assert export["format"] == 2  # decisions, messages, segments and audiences are read (test_privacy_decisions.py)
+    assert all(d["user_id"] == USER_ID for d in export["decisions"]["records"])
+    assert {d["decision_id"] for d in export["decisions"]["records"]} == {
+        d["decision_id"] for d in export["admt"]["decisions"]}
+    assert isinstance(export["messages"]["records"], list) and isinstance(export["audiences"]["records"], list)
+    assert isinstance(export["segments"]["current"], list) and isinstance(export["segments"]["history"], list)
     assert made.json()["id"] in [r["id"] for r in export["privacy_requests"]]
     nobody = privacy_request(server, keys["privacy"], {"type": "access",
                                                        "identifier": {"type": "email", "value": "no@one.example"}})
@@ -264,7 +268,8 @@ def test_admt_access_opt_outs_and_correction(
     names = {score["name"]: score for score in account["scores"]}
     assert names["lapse_risk"]["meaning"] == "the estimated risk that you stop buying from us"
     assert names["lapse_risk"]["explanation"] and names["lapse_risk"]["model_version"] == before["model_version"]
-    assert account["decisions"] == [] and "does not store its decisions" in account["decisions_note"]
+    assert "decisions_note" not in account
+    assert all(d["summary"] and d["reason"] and isinstance(d["rule_based_only"], bool) for d in account["decisions"])
 
     for kind, identifier in (("opt_out_sale", {"type": "phone", "value": "(415) 555-0199"}),
                              ("opt_out_admt", {"type": "user_id", "value": USER_ID})):
@@ -388,6 +393,10 @@ def test_the_cli_serves_requests_remotely_and_on_a_stopped_servers_data(
     assert local.returncode == 0, local.stderr
     erased = json.loads(local.stdout)
     assert erased["status"] == "completed" and erased["result"]["events_deleted"] >= len(person_calls())
+    # The command folds with the program's decisioning and erases from the decision store too (the $750 of
+    # orders crossed Silver: a tier-upgrade decision, too old to be delivered).
+    assert erased["result"]["decisions_deleted"] >= 1, erased["result"]
+    assert set(erased["result"]["destinations_notified"]) == {"crm-webhook"}  # the example's (no receiver here)
     assert traces_in(data) == []
     audit = AuditLog(data / "audit.db")
     try:

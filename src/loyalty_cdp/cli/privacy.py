@@ -2,8 +2,11 @@
 
 With ``--target URL --key KEY`` the commands call a running server's API. Without, they run
 the same service on the data directory itself, which is only safe while no server runs on
-it (like ``replay``): the command folds the log up to its end first, serves the request, and
-its changes are what the server will load when it starts.
+it (like ``replay``): the command opens the stores the server would (activation included:
+the decision store, the outbox, the SMS STOP list, the audience exports), folds the log up
+to its end first with the program's decisioning (as ``replay`` does: decisions are stored,
+nothing is sent from the command), serves the request, and its changes are what the server
+will load when it starts.
 """
 
 from __future__ import annotations
@@ -21,10 +24,20 @@ import typer
 
 from loyalty_cdp.adapters.privacy_requests import PrivacyRequestStore
 from loyalty_cdp.adapters.scorestore import ScoreStore
-from loyalty_cdp.bootstrap import open_audit_log, open_event_log, open_processor, open_suppression
+from loyalty_cdp.api.metrics import Metrics
+from loyalty_cdp.bootstrap import (
+    open_audit_log,
+    open_decisioning_stage,
+    open_event_log,
+    open_processor,
+    open_program,
+    open_suppression,
+)
 from loyalty_cdp.core.events import Event
 from loyalty_cdp.errors import InvalidInput
+from loyalty_cdp.services.activation import Activation
 from loyalty_cdp.services.privacy import CLI_ACTOR, PrivacyContext, PrivacyService
+from loyalty_cdp.services.segments import SegmentRegistry
 from loyalty_cdp.settings import Settings
 
 app = typer.Typer(help="Data-subject requests: access, erasure, opt-outs, correction, ADMT access.",
@@ -40,10 +53,19 @@ TIMEOUT_S = 60.0
 def _service(data_dir: Path | None) -> Iterator[PrivacyService]:
     """The privacy service over a data directory, with a processor folded to the end of the log."""
     settings = Settings.from_env(data_dir=data_dir)
+    program = open_program(settings)
     event_log = open_event_log(settings)
     suppression = open_suppression(settings)
-    processor = open_processor(settings, event_log, suppression=suppression)
     scores = ScoreStore(settings.data_dir)
+
+    def emit(calls: list[dict[str, Any]]) -> None:
+        processor.emit(calls)
+
+    activation = Activation(settings, settings.program, emit, Metrics())
+    segments = SegmentRegistry(program[1], activation.decisions, program=program[0], scores=scores)
+    stage = open_decisioning_stage(settings, program, activation.decisions, scores, segments)
+    processor = open_processor(settings, event_log, suppression=suppression, program=program, decisioning=stage)
+    activation.attach_members(processor.view)
     requests = PrivacyRequestStore(settings.data_dir)
     audit = open_audit_log(settings)
 
@@ -54,10 +76,10 @@ def _service(data_dir: Path | None) -> Iterator[PrivacyService]:
     try:
         processor.catch_up()
         yield PrivacyService(PrivacyContext(settings.data_dir, processor, event_log, scores, suppression, requests,
-                                            audit, append))
+                                            audit, append, activation=activation))
     finally:
-        for close in (audit.close, requests.close, scores.close, processor.close, suppression.close,
-                      event_log.close):
+        for close in (audit.close, requests.close, lambda: asyncio.run(activation.close()), scores.close,
+                      processor.close, suppression.close, event_log.close):
             close()
 
 

@@ -654,3 +654,199 @@ class Activation:
         self.decisions.close()
         self.opt_outs.close()
         self.outbox.close()
+
+    # -- data-subject requests (services/privacy.py): what is held about a person, and its erasure -------
+
+    def _person_rows(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        """A read of the outbox file on a connection of its own (the outbox's two are for its writes)."""
+        try:
+            db = sqlite3.connect(self.outbox.path, timeout=10.0)
+            try:
+                return db.execute(sql, params).fetchall()
+            finally:
+                db.close()
+        except sqlite3.Error as exc:
+            raise StorageUnavailable(f"outbox {self.outbox.path}: {exc}") from exc
+
+    def person_member_ids(self, user_ids: set[str]) -> set[str]:
+        """Every member id the decision store filed decisions about these user ids under."""
+        if not user_ids:
+            return set()
+        rows = self._person_rows("SELECT DISTINCT member_id FROM decisions WHERE user_id IN "
+                                 "(SELECT value FROM json_each(?))", (msgspec.json.encode(sorted(user_ids)).decode(),))
+        return {row[0] for row in rows}
+
+    def person_decisions(self, member_ids: set[str]) -> list[Decision]:
+        """Every stored decision about the members, newest first."""
+        found: list[Decision] = []
+        for member_id in sorted(set(member_ids)):
+            before: tuple[int, str] | None = None
+            while page := self.decisions.member_decisions(member_id, before, 500):
+                found += page
+                before = (page[-1].at, page[-1].decision_id)
+        return sorted(found, key=lambda d: (d.at, d.decision_id), reverse=True)
+
+    def person_messages(self, decision_ids: set[str]) -> list[dict[str, Any]]:
+        """The messages the decisions sent or will send: destination, channel, status and times (epoch ms).
+
+        Queued and dead-lettered messages are stored whole (recipient, subject, text); a sent
+        one keeps only its outcome, with the send time that SMS delivery callbacks need."""
+        from loyalty_cdp.core.messages import decode_message
+
+        channels = {config.name: config.channel for config in self.configs}
+        tables = ("outbox_messages", "outbox_dead_letters", "outbox_finished")
+        destinations = set(channels) | {row[0] for table in tables
+                                        for row in self._person_rows(f"SELECT DISTINCT destination FROM {table}", ())}
+        owner = {message_id_for(d, name): d for d in decision_ids for name in destinations}
+        if not owner:
+            return []
+        ids = (msgspec.json.encode(sorted(owner)).decode(),)
+        where = "WHERE message_id IN (SELECT value FROM json_each(?))"
+        records: dict[str, dict[str, Any]] = {}
+
+        def held(body: bytes) -> dict[str, Any]:
+            message = decode_message(body)
+            return _string_data({"channel": message.channel, "recipient": message.recipient,
+                                 "subject": message.subject, "text": message.text, "body": message.body,
+                                 "created_at": message.created_at})
+
+        for message_id, destination, body, enqueued, due, attempts, error in self._person_rows(
+                f"SELECT message_id, destination, body, enqueued_at, next_attempt_at, attempts, last_error "
+                f"FROM outbox_messages {where}", ids):
+            records[message_id] = {"status": "queued", "destination": destination, **held(body),
+                                   "enqueued_at": enqueued, "next_attempt_at": due, "attempts": attempts,
+                                   **({"last_error": error} if error else {})}
+        for message_id, destination, body, reason, attempts, failed_at in self._person_rows(
+                f"SELECT message_id, destination, body, reason, attempts, failed_at FROM outbox_dead_letters {where}",
+                ids):
+            records[message_id] = {"status": "dead_letter", "destination": destination, **held(body),
+                                   "reason": reason, "attempts": attempts, "failed_at": failed_at}
+        for message_id, destination, outcome, finished_at, provider_id, reason in self._person_rows(
+                f"SELECT message_id, destination, outcome, finished_at, provider_id, reason FROM outbox_finished "
+                f"{where}", ids):
+            records[message_id] = _string_data({"status": outcome, "destination": destination,
+                                                "channel": channels.get(destination), "finished_at": finished_at,
+                                                "provider_id": provider_id, "reason": reason})
+        for message_id, channel, created_at, attempts, sent_at in self._person_rows(
+                f"SELECT message_id, channel, created_at, attempts, sent_at FROM activation_sent {where}", ids):
+            record = records.setdefault(message_id, {"status": "sent"})
+            record.update(channel=channel, created_at=created_at, attempts=attempts, sent_at=sent_at)
+        return [{"message_id": message_id, "decision_id": owner[message_id], **record}
+                for message_id, record in sorted(records.items(), key=lambda item: (owner[item[0]], item[0]))]
+
+    def person_segments(self, member_ids: set[str]) -> dict[str, list[dict[str, Any]]]:
+        """The members' segment memberships now (with since when) and every entry and exit, oldest first."""
+        ids = (msgspec.json.encode(sorted(member_ids)).decode(),)
+        current = [{"segment_id": segment, "member_id": member, "since": since}
+                   for segment, member, since in self._person_rows(
+                       "SELECT segment_id, member_id, since FROM segment_members WHERE member_id IN "
+                       "(SELECT value FROM json_each(?)) ORDER BY segment_id, member_id", ids)]
+        history = [msgspec.structs.asdict(t) for member in sorted(member_ids)
+                   for t in self.decisions.segment_transitions(member_id=member)]
+        history.sort(key=lambda t: (t["at"], t["segment_id"], t["entry"], t["kind"]))
+        return {"current": current, "history": history}
+
+    def person_audiences(self, segments: set[str], emails: set[str],
+                         phones: set[str]) -> list[dict[str, Any]]:
+        """Which audience files list the person now: rows of their hashed identifiers in each segment's last export."""
+        found = []
+        for audience in self.audiences:
+            hashes = AudienceDestination.person_hashes(emails, phones, audience.default_region)
+            for segment in sorted(set(segments)):
+                rows, exported_at = audience.holds(segment, hashes)
+                if rows:
+                    found.append({"destination": audience.name, "segment": segment, "rows": rows,
+                                  "exported_at": exported_at})
+        return found
+
+    def erase_person(self, member_ids: set[str], user_ids: set[str],
+                     phones: set[str]) -> dict[str, int]:
+        """Delete what activation and the decision store hold about a person; counts of rows deleted.
+
+        Decisions (of ``member_ids`` and of any member id filed under ``user_ids``), their
+        outcomes, memberships, transitions and messages (``DecisionStore.erase_member``), the
+        sent-message rows of their decisions, the status events about them not yet handed to
+        the log, and the SMS STOP entries of ``phones``. Deletes run with ``secure_delete`` (it
+        stays on for the outbox's durable connection: every later delete there is zeroed too);
+        the caller then checkpoints the files and scrubs what earlier deletes left in free pages.
+        """
+        users = set(user_ids)
+        ids = set(member_ids) | self.person_member_ids(users)
+        with self.outbox.transaction() as conn:
+            conn.execute("PRAGMA secure_delete = ON")
+            decision_ids = [row[0] for row in conn.execute(
+                "SELECT decision_id FROM decisions WHERE member_id IN (SELECT value FROM json_each(?))",
+                (msgspec.json.encode(sorted(ids)).decode(),))]
+            sent = conn.executemany("DELETE FROM activation_sent WHERE decision_id = ?",
+                                    [(d,) for d in decision_ids]).rowcount
+            about = [(seq,) for seq, blob in conn.execute("SELECT seq, event FROM outbox_status_events")
+                     if msgspec.msgpack.decode(blob, type=Event).user_id in users]
+            status = conn.executemany("DELETE FROM outbox_status_events WHERE seq = ?", about).rowcount
+        rows = sum(self.decisions.erase_member(member_id) for member_id in sorted(ids))
+        return {"decisions": len(decision_ids), "decision_store_rows": rows, "sent_rows": sent,
+                "status_events": status, "sms_opt_outs": self._erase_sms_opt_outs(phones)}
+
+    def _erase_sms_opt_outs(self, phones: set[str]) -> int:
+        from loyalty_cdp.adapters.destinations.factory import SMS_OPT_OUTS_FILE
+
+        path = self.settings.data_dir / SMS_OPT_OUTS_FILE
+        if not phones or not path.exists():
+            return 0
+        try:
+            db = sqlite3.connect(path, timeout=10.0, isolation_level=None)
+            try:
+                db.execute("PRAGMA secure_delete = ON")
+                return db.executemany("DELETE FROM sms_opt_outs WHERE phone = ?",
+                                      [(phone,) for phone in sorted(phones)]).rowcount
+            finally:
+                db.close()
+        except sqlite3.Error as exc:
+            raise StorageUnavailable(f"SMS opt-out store {path}: {exc}") from exc
+
+    def erase_from_audiences(self, segments: set[str], emails: set[str], phones: set[str],
+                             at_ms: int | None = None) -> int:
+        """Delete the person's hashed rows from every export file of ``segments``; returns rows removed."""
+        at = _now_ms() if at_ms is None else at_ms
+        return sum(audience.erase(segments, AudienceDestination.person_hashes(emails, phones, audience.default_region),
+                                  at) for audience in self.audiences)
+
+    @property
+    def erasure_destinations(self) -> list[str]:
+        """The destinations that take deletion requests: every webhook (a signed ``member.erased`` event)."""
+        return [config.name for config in self.configs if config.type == "webhook"]
+
+    async def notify_erasure(self, request_id: str, user_ids: set[str], now_ms: int | None = None,
+                             attempts: int = 2) -> dict[str, str]:
+        """Pass the deletion on to every webhook destination at once; ``{name: "delivered" | "failed: <why>"}``.
+
+        Each gets ``attempts`` tries (transient failures only) within its configured timeout.
+        The event's id is the same for every attempt and every re-run of one request, so a
+        receiver that keeps ids drops repeats."""
+        from loyalty_cdp.adapters.destinations.base import PermanentFailure, TransientFailure
+        from loyalty_cdp.adapters.destinations.webhook import WebhookDestination
+
+        async def notify(config: DestinationConfig) -> tuple[str, str]:
+            destination = open_destination(config, self.settings.data_dir)
+            assert isinstance(destination, WebhookDestination)
+            digest = hashlib.blake2b(f"{request_id}|{config.name}".encode(), digest_size=12).hexdigest()
+            outcome = "failed: not attempted"
+            try:
+                for attempt in range(attempts):
+                    try:
+                        await destination.send_erasure(f"erasure_{digest}", request_id, sorted(user_ids),
+                                                       _now_ms() if now_ms is None else now_ms)
+                        return config.name, "delivered"
+                    except TransientFailure as exc:
+                        outcome = f"failed: {exc}"
+                        if attempt + 1 < attempts:
+                            await asyncio.sleep(min(exc.retry_after or 0.1 * 2 ** attempt, 1.0))
+                    except PermanentFailure as exc:
+                        return config.name, f"failed: {exc}"
+                return config.name, outcome
+            finally:
+                await destination.aclose()
+
+        if not user_ids:
+            return {}
+        done = await asyncio.gather(*(notify(config) for config in self.configs if config.type == "webhook"))
+        return dict(done)

@@ -17,14 +17,21 @@ The erasure runs in this order (the guarantee is the order):
 5. **redact** every other privacy request about any of the identifiers;
 6. **erase** the member from the event log, the profile store, the identity graph and the
    processor's view (:meth:`Processor.erase_member`, between batches);
-7. **settle** the liability line into the erased-members totals;
-8. complete the request, which redacts it too, and audit the counts.
+7. **activation**: their decisions, outcomes, segment memberships and history, messages
+   (queued, dead-lettered, sent), sent-message rows, pending status events and SMS STOP
+   entries are deleted (``secure_delete``), the outbox file is checkpointed and, when any
+   of their identifiers is still in its bytes (rows an earlier delete left in free pages),
+   vacuumed; their hashed rows leave every audience export file; every webhook destination
+   is sent a signed ``member.erased`` event;
+8. **settle** the liability line into the erased-members totals;
+9. complete the request, which redacts it too, and audit the counts.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import mmap
 import sqlite3
 import time
 import uuid
@@ -34,6 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from loyalty_cdp.adapters.audit import AuditLog, person_subject
+from loyalty_cdp.adapters.destinations.factory import SMS_OPT_OUTS_FILE
 from loyalty_cdp.adapters.erased_liability import ErasedLiability, ErasedLine
 from loyalty_cdp.adapters.eventlog.base import EventLog
 from loyalty_cdp.adapters.privacy_requests import PrivacyRequest, PrivacyRequestStore
@@ -52,7 +60,7 @@ from loyalty_cdp.core.consent import (
     parse_consent_update,
 )
 from loyalty_cdp.core.events import Event, format_time, normalise
-from loyalty_cdp.core.identifiers import ANONYMOUS_ID, USER_ID, identifier_key
+from loyalty_cdp.core.identifiers import ANONYMOUS_ID, EMAIL, PHONE, USER_ID, identifier_key
 from loyalty_cdp.core.identity import canonical_id
 from loyalty_cdp.core.loyalty import liability_report
 from loyalty_cdp.core.privacy import (
@@ -70,16 +78,18 @@ from loyalty_cdp.core.privacy import (
 from loyalty_cdp.core.profile import Profile
 from loyalty_cdp.errors import Conflict, LoyaltyCdpError, NotFound, StorageUnavailable
 from loyalty_cdp.services.loyalty_stage import loyalty_state
-from loyalty_cdp.services.privacy_export import access_export, admt_account, consent_state
+from loyalty_cdp.services.privacy_export import access_export, admt_account, consent_state, merged_member_ids
 
 if TYPE_CHECKING:
     from loyalty_cdp.bootstrap import Components
+    from loyalty_cdp.services.activation import Activation
     from loyalty_cdp.services.processor import Processor
 
 DEFAULT_REGION = "US"
 FOLD_WAIT_S = 10.0  # a written consent or correction must be folded within this, or the request fails (re-runnable)
 DRAIN_WAIT_S = 2.0  # how long an erasure waits for ingest requests accepted before the suppression
 ERASE_ATTEMPTS = 5  # a merge may rename the member between resolving and erasing it: resolve again
+CHECKPOINT_ATTEMPTS = 50  # a truncating checkpoint waits for readers to finish their snapshot (20 ms apart)
 CLI_ACTOR = "cli"
 PRIVACY_SOURCE = "privacy_request"
 EXPORTABLE = (ACCESS, ADMT_ACCESS)
@@ -93,6 +103,8 @@ class PrivacyContext:
 
     ``append`` stores new events durably (the server's group commit; offline, the log and a
     processor catch-up); ``in_flight`` counts events accepted by ingest but not appended yet.
+    ``activation`` holds the decision store, the outbox, the SMS STOP list and the audience
+    exports (None: a context without them, whose access export says so).
     """
 
     data_dir: Path
@@ -104,12 +116,13 @@ class PrivacyContext:
     audit: AuditLog
     append: Append
     in_flight: Callable[[], int] = field(default=lambda: 0)
+    activation: Activation | None = None
 
     @classmethod
     def of(cls, components: Components) -> PrivacyContext:
         return cls(components.settings.data_dir, components.processor, components.event_log, components.scores,
                    components.suppression, components.privacy_requests, components.audit,
-                   components.appender.submit, lambda: components.appender.queued_events)
+                   components.appender.submit, lambda: components.appender.queued_events, components.activation)
 
 
 def _identifiers(identities: Mapping[str, list[str]]) -> set[tuple[str, str]]:
@@ -126,6 +139,51 @@ def profiling_refused(consents: Iterable[tuple[str, Mapping[str, Any]]], policy:
     job's ``opted_out``."""
     return {member_id for member_id, consent in consents
             if not allowed(consent_from_builtins(consent), PROFILING, policy)}
+
+
+def _checkpoint(db: sqlite3.Connection, path: Path) -> None:
+    """Copy the WAL into the file and cut it to zero bytes, waiting (bounded) for readers' snapshots."""
+    for _ in range(CHECKPOINT_ATTEMPTS):
+        busy, _, _ = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        if not busy:
+            return
+        time.sleep(0.02)
+    raise StorageUnavailable(f"{path}: a reader keeps the WAL from being truncated; run the erasure again")
+
+
+def _holds_any(path: Path, needles: Iterable[bytes]) -> bool:
+    """Whether any of ``needles`` occurs in the file's bytes (its free pages included)."""
+    with path.open("rb") as file:
+        if path.stat().st_size == 0:
+            return False
+        with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            return any(data.find(needle) >= 0 for needle in needles if needle)
+
+
+def scrub_sqlite(path: Path, needles: Iterable[bytes], *, vacuum: bool = False) -> bool:
+    """Leave no copy of deleted rows in a SQLite file: truncate its WAL, then ``VACUUM`` (and truncate
+    again) when asked to or when one of ``needles`` is still in its bytes. Returns whether it vacuumed.
+
+    ``secure_delete`` zeroes what the erasure deletes; rows other connections deleted earlier
+    without it (a sent message leaving the outbox queue) stay in free pages until a vacuum
+    rewrites the file. A needle that is part of another member's data (a short user id) only
+    costs a vacuum that was not needed."""
+    if not path.exists():
+        return False
+    try:
+        db = sqlite3.connect(path, timeout=10.0, isolation_level=None)
+        try:
+            db.execute("PRAGMA busy_timeout = 10000")
+            _checkpoint(db, path)
+            vacuum = vacuum or _holds_any(path, needles)
+            if vacuum:
+                db.execute("VACUUM")
+                _checkpoint(db, path)
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        raise StorageUnavailable(f"{path}: {exc}") from exc
+    return vacuum
 
 
 def _truncate_wal(path: Path) -> None:
@@ -242,6 +300,9 @@ class PrivacyService:
         await self._drain()
         events = scores = 0
         erased = False
+        member_ids: set[str] = set()
+        traces: set[str] = set()  # contact values messages may hold beyond the identifiers (trait forms, push token)
+        segments: set[str] = set()
         liability = ErasedLiability(self.c.data_dir)
         try:
             for _ in range(ERASE_ATTEMPTS):
@@ -254,6 +315,9 @@ class PrivacyService:
                     await asyncio.to_thread(self.c.suppression.add, extra)
                     identifiers |= extra
                 self._hold_liability(liability, request.request_id, profile)
+                member_ids |= {member_id} | merged_member_ids(self.c.processor.history_of(member_id))
+                traces |= _contact_traces(profile)
+                segments |= set(profile.segments)
                 scores += await asyncio.to_thread(self._delete_scores, member_ids_of(identifiers) | {member_id})
                 events = len(await asyncio.to_thread(
                     self.c.event_log.read_member, profile.identities.get(USER_ID, []),
@@ -265,6 +329,8 @@ class PrivacyService:
                     break
             else:
                 raise StorageUnavailable("the member kept being renamed by merges; run the erasure again")
+            activation = await self._erase_activation(request.request_id, identifiers,
+                                                      member_ids | member_ids_of(identifiers), traces, segments)
             redacted = await asyncio.to_thread(self.c.requests.redact, identifiers, request.request_id)
             line = await asyncio.to_thread(liability.settle, request.request_id)
         finally:
@@ -276,8 +342,40 @@ class PrivacyService:
             "scores_deleted": scores,
             "requests_redacted": redacted,
             "liability_points_anonymised": 0 if line is None else line.outstanding_points,
+            **activation,
             "suppressed_in_s": round(suppressed - started, 4),
             "purged_in_s": round(time.perf_counter() - suppressed, 4),
+        }
+
+    async def _erase_activation(self, request_id: str, identifiers: set[tuple[str, str]], member_ids: set[str],
+                                traces: set[str], segments: set[str]) -> dict[str, Any]:
+        """Step 7: the decision store, the outbox and the activation tables, the SMS STOP list, the
+        audience files, and the deletion requests to the destinations that take them."""
+        activation = self.c.activation
+        if activation is None:
+            return {}
+        user_ids = {value for kind, value in identifiers if kind == USER_ID}
+        emails = {value for kind, value in identifiers if kind == EMAIL}
+        phones = {value for kind, value in identifiers if kind == PHONE}
+        member_ids = member_ids | await asyncio.to_thread(activation.person_member_ids, user_ids)
+        held = await asyncio.to_thread(activation.person_segments, member_ids)
+        segments = segments | {row["segment_id"] for part in held.values() for row in part}
+        counts = await asyncio.to_thread(activation.erase_person, member_ids, user_ids, phones)
+        needles = {value.encode() for _, value in identifiers} | {trace.encode() for trace in traces}
+        vacuumed = await asyncio.to_thread(scrub_sqlite, activation.outbox.path, needles)
+        if phones:
+            await asyncio.to_thread(scrub_sqlite, self.c.data_dir / SMS_OPT_OUTS_FILE, (), vacuum=True)
+        audience_rows = await asyncio.to_thread(activation.erase_from_audiences, segments, emails, phones)
+        notified = await activation.notify_erasure(request_id, user_ids)
+        return {
+            "decisions_deleted": counts["decisions"],
+            "decision_store_rows_deleted": counts["decision_store_rows"],
+            "sent_rows_deleted": counts["sent_rows"],
+            "status_events_deleted": counts["status_events"],
+            "sms_opt_outs_deleted": counts["sms_opt_outs"],
+            "outbox_vacuumed": vacuumed,
+            "audience_rows_deleted": audience_rows,
+            "destinations_notified": notified,
         }
 
     async def _drain(self) -> None:
@@ -420,6 +518,19 @@ def _consent_record(profile: Profile, message_id: str) -> tuple[str, bool] | Non
             if record.message_id == message_id:
                 return purpose, record.granted
     return None
+
+
+def _contact_traces(profile: Profile) -> set[str]:
+    """The contact values a message to the member may hold that are not identifiers as stored:
+    the email and phone traits as sent, their normalised forms, the push token."""
+    from loyalty_cdp.services.activation import email_address, phone_number, push_token
+
+    found = {email_address(profile), phone_number(profile), push_token(profile)}
+    for name in ("email", "phone"):
+        trait = profile.traits.get(name)
+        if trait is not None and isinstance(trait.value, str):
+            found.add(trait.value)
+    return {value for value in found if value}
 
 
 def _address(profile: Profile | None, kind: str, value: str) -> tuple[str | None, str | None]:

@@ -212,3 +212,86 @@ class AudienceDestination:
             segment, members, opted_out, self.target, at_ms, convention=self.convention,
             default_region=self.default_region,
         )
+
+    # -- data-subject requests ------------------------------------------------------------------
+
+    @staticmethod
+    def person_hashes(emails: Iterable[str], phones: Iterable[str], default_region: str | None = None) -> set[str]:
+        """Every hash under which a person's emails and phones can appear in any convention's files."""
+        hashes = set()
+        for raw in emails:
+            email = normalise_identifier(EMAIL, raw)
+            if email is not None:
+                hashes.add(sha256_hex(email))
+        for raw in phones:
+            for convention in COLUMNS:
+                phone = normalised_phone(raw, convention, default_region)  # type: ignore[arg-type]
+                if phone is not None:
+                    hashes.add(sha256_hex(phone))
+        return hashes
+
+    def holds(self, segment: str, hashes: Collection[str]) -> tuple[int, int | None]:
+        """How many rows of the segment's last full export are the person's, and when it was exported."""
+        if not _SEGMENT_NAME.fullmatch(segment):
+            return 0, None
+        data = self.target.read(f"{segment}/latest.csv")
+        rows = 0
+        for line in csv.reader(io.StringIO(data.decode())) if data else ():
+            if any(cell in hashes for cell in line):
+                rows += 1
+        manifest = self.target.read(f"{segment}/manifest.json")
+        exported_at = msgspec.json.decode(manifest).get("exported_at") if manifest else None
+        return rows, exported_at if isinstance(exported_at, int) else None
+
+    def _segment_files(self, segment: str) -> list[str]:
+        """The files of a segment's exports: all of them in a directory; elsewhere the base and the last export's."""
+        if isinstance(self.target, DirectoryTarget):
+            folder = self.target.root / segment
+            if not folder.is_dir():
+                return []
+            return sorted(f"{segment}/{path.name}" for path in folder.iterdir()
+                          if path.is_file() and path.suffix == ".csv")
+        names = [f"{segment}/latest.csv"]
+        manifest = self.target.read(f"{segment}/manifest.json")
+        if manifest:
+            listed = msgspec.json.decode(manifest)
+            names += [listed[key] for key in ("full", "added", "removed") if isinstance(listed.get(key), str)]
+        return names
+
+    def erase(self, segments: Iterable[str], hashes: Collection[str], at_ms: int) -> int:
+        """Delete the person's rows (``hashes``) from every export file of ``segments``; returns rows removed.
+
+        Files are rewritten whole (readers never see part of one). A segment that lost rows gets
+        a ``manifest.json`` saying ``"replace": true``: the list at the network must be replaced
+        by the full file (Customer Match and Meta both can), since no delta names the person any
+        more, and ``erased_at``.
+        """
+        removed = 0
+        for segment in sorted(set(segments)):
+            if not _SEGMENT_NAME.fullmatch(segment):
+                continue
+            here = 0
+            for name in self._segment_files(segment):
+                data = self.target.read(name)
+                if not data:
+                    continue
+                lines = list(csv.reader(io.StringIO(data.decode())))
+                kept = [line for index, line in enumerate(lines)
+                        if index == 0 or not any(cell in hashes for cell in line)]
+                if len(kept) != len(lines):
+                    here += len(lines) - len(kept)
+                    buffer = io.StringIO()
+                    csv.writer(buffer, lineterminator="\n").writerows(kept)
+                    self.target.write(name, buffer.getvalue().encode())
+            if here:
+                manifest = self.target.read(f"{segment}/manifest.json")
+                listed = msgspec.json.decode(manifest) if manifest else {"segment": segment}
+                for key, count in (("full", "rows"), ("added", "added_rows"), ("removed", "removed_rows")):
+                    named = listed.get(key)
+                    content = self.target.read(named) if isinstance(named, str) else None
+                    if content is not None:
+                        listed[count] = max(0, len(content.decode().splitlines()) - 1)
+                listed |= {"replace": True, "erased_at": at_ms}
+                self.target.write(f"{segment}/manifest.json", _encode_json(listed))
+                removed += here
+        return removed

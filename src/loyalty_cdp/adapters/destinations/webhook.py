@@ -208,3 +208,46 @@ class WebhookDestination:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+    # -- deletion requests (erasure) ------------------------------------------------------------
+
+    async def send_erasure(self, event_id: str, request_id: str, user_ids: Sequence[str], now_ms: int) -> Receipt:
+        """POST a signed ``member.erased`` event to ``url``: the receiver must delete what it holds about them.
+
+        ``event_id`` is the event's ``id`` and ``Idempotency-Key`` (the same for every retry of
+        one erasure, so the receiver can drop repeats). Raises :class:`TransientFailure` or
+        :class:`PermanentFailure` like :meth:`send`.
+        """
+        url = httpx.URL(self.url)
+        port = url.port or (443 if url.scheme == "https" else 80)
+        address = await resolve_allowed(url.host, port, self._allowed)
+        body = erasure_body(event_id, request_id, user_ids, now_ms)
+        headers = {
+            "Content-Type": "application/json",
+            "Host": url.netloc.decode("ascii"),
+            "Idempotency-Key": event_id,
+            self._header: sign(self._secret, now_ms // 1000, body),
+        }
+        extensions = {"sni_hostname": url.host} if url.scheme == "https" else {}
+        response = await post(
+            self._client, url.copy_with(host=str(address)), content=body, headers=headers, extensions=extensions
+        )
+        if response.is_success:
+            return Receipt(provider_id=response.headers.get("X-Request-Id"), delivered=True)
+        raise http_failure(response)
+
+
+MEMBER_ERASED = "member.erased"
+
+
+def erasure_body(event_id: str, request_id: str, user_ids: Sequence[str], now_ms: int) -> bytes:
+    """The JSON body of a ``member.erased`` event: whom to delete (the user ids the messages carried), nothing else."""
+    ordered = sorted(set(user_ids))
+    return _encode({
+        "id": event_id,
+        "type": MEMBER_ERASED,
+        "created": format_time(now_ms),
+        "request_id": request_id,
+        "user_id": ordered[0] if ordered else None,
+        "user_ids": ordered,
+    })
