@@ -167,6 +167,7 @@ class Outbox:
         conn.execute("PRAGMA busy_timeout = 10000")
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute(f"PRAGMA synchronous = {synchronous}")
+        conn.execute("PRAGMA secure_delete = ON")  # an erased person's messages leave no bytes behind
         return conn
 
     @contextmanager

@@ -96,6 +96,8 @@ async def inbound(request: Request) -> Response:
         raise InvalidInput("Body", "is required")
     if not is_e164(sender):
         raise InvalidInput("From", f"{sender[:40]!r} is not an E.164 phone number")
+    if request.app.state.components.suppression.is_suppressed("phone", sender):
+        return Response(EMPTY_TWIML, media_type="text/xml")  # an erased number is not stored again
     now = _now_ms()
     keyword = activation.opt_outs.record_inbound(sender, form["Body"], now)
     if keyword in ("stop", "start"):

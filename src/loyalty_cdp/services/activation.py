@@ -34,6 +34,7 @@ import logging
 import os
 import re
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -331,6 +332,7 @@ class Activation:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._audience_task: asyncio.Task[None] | None = None
         self._started = False
+        self._audience_lock = threading.Lock()
 
     @staticmethod
     def _audience_interval(env: Mapping[str, str]) -> float:
@@ -605,14 +607,15 @@ class Activation:
             return {}
         at = _now_ms() if at_ms is None else at_ms
         written: dict[str, int] = {}
-        for segment in self._segment_ids():
-            rows = list(self._audience_members(segment, members))
-            listed = [member for member, _ in rows]
-            opted_out = {member.user_id for member, shares in rows if not shares}
-            for audience in self.audiences:
-                export = audience.export(segment, listed, opted_out, at)
-                written[f"{audience.name}/{segment}"] = export.rows
-                self.metrics.audience_rows.labels(audience.name, segment).set(export.rows)
+        with self._audience_lock:  # an erasure's clean-up of the files waits, and is not undone
+            for segment in self._segment_ids():
+                rows = list(self._audience_members(segment, members))
+                listed = [member for member, _ in rows]
+                opted_out = {member.user_id for member, shares in rows if not shares}
+                for audience in self.audiences:
+                    export = audience.export(segment, listed, opted_out, at)
+                    written[f"{audience.name}/{segment}"] = export.rows
+                    self.metrics.audience_rows.labels(audience.name, segment).set(export.rows)
         return written
 
     async def _export_periodically(self) -> None:
@@ -807,8 +810,10 @@ class Activation:
                              at_ms: int | None = None) -> int:
         """Delete the person's hashed rows from every export file of ``segments``; returns rows removed."""
         at = _now_ms() if at_ms is None else at_ms
-        return sum(audience.erase(segments, AudienceDestination.person_hashes(emails, phones, audience.default_region),
-                                  at) for audience in self.audiences)
+        with self._audience_lock:
+            return sum(audience.erase(segments, AudienceDestination.person_hashes(emails, phones,
+                                                                                  audience.default_region), at)
+                       for audience in self.audiences)
 
     @property
     def erasure_destinations(self) -> list[str]:

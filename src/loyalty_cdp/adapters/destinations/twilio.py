@@ -188,6 +188,7 @@ class SmsOptOutStore:
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA busy_timeout = 10000")
             self._db.execute("PRAGMA journal_mode = WAL")
+            self._db.execute("PRAGMA secure_delete = ON")  # an erased number leaves no bytes behind
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS sms_opt_outs (phone TEXT PRIMARY KEY, opted_out_at INTEGER NOT NULL, "
                 "keyword TEXT NOT NULL)"
