@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
-from destination_support import StatusLog, eventually, fast_policy, message, run
+from destination_support import NOW_MS, StatusLog, eventually, fast_policy, message, run
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -54,8 +54,20 @@ def test_the_outbox_tables_can_live_in_the_decision_stores_own_file(tmp_path: Pa
     decisions.execute("COMMIT")
     decisions.close()
     outbox = Outbox(tmp_path / "decisions.db")
-    [pending] = outbox.claim("hook", 10, 5, 1000)
+    [pending] = outbox.claim("hook", NOW_MS, 5, 1000)
     assert pending.message.message_id == "m-1"
+    outbox.close()
+
+
+def test_a_message_created_for_later_is_due_then_and_not_before(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "outbox.db")
+    later = NOW_MS + 9 * 3_600_000  # after the member's quiet hours, as the contact policy asked
+    outbox.enqueue([hook_message("now"), message("later", "hook", "webhook", "", created_at=later)], NOW_MS)
+    assert [p.message.message_id for p in outbox.claim("hook", NOW_MS, 5, 1000)] == ["now"]
+    outbox.finish("now", "sent", NOW_MS)
+    assert outbox.next_due_at("hook") == later
+    assert outbox.claim("hook", later - 1, 5, 1000) == []
+    assert [p.message.message_id for p in outbox.claim("hook", later, 5, 1000)] == ["later"]
     outbox.close()
 
 
