@@ -13,11 +13,29 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 # The channels of the events the system writes itself (the loyalty engine, segment
 # memberships, offer grants, prediction alerts), as opposed to what clients sent.
 SYSTEM_CHANNELS = frozenset({"loyalty", "segments", "decisioning", "predictions"})
+
+
+def wait_for(check: Callable[[], T | None], what: str = "a condition", timeout: float = 30.0,
+             interval: float = 0.1) -> T:
+    """Poll ``check`` until it returns something truthy, and return that; AssertionError naming
+    ``what`` after ``timeout`` seconds (the system is eventually consistent behind ingest)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = check()
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(interval)
 
 
 def free_port() -> int:

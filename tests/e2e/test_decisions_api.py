@@ -14,7 +14,7 @@ from loyalty_cdp.adapters.decisionstore import Batch, DecisionStore
 from loyalty_cdp.adapters.outbox import OUTBOX_FILE, Outbox
 from loyalty_cdp.core.decisioning import Chosen, Decision, decision_id
 from loyalty_cdp.core.events import format_time
-from loyalty_cdp.testing import ServerProcess
+from loyalty_cdp.testing import ServerProcess, wait_for
 
 DAY_MS = 86_400_000
 
@@ -30,16 +30,6 @@ def order(user: str, at: int, total: float, number: int = 0) -> dict[str, Any]:
             "timestamp": format_time(at), "context": {"channel": "pos"},
             "properties": {"order_id": f"o-{user}-{number}", "total": total, "currency": "USD",
                            "products": [{"product_id": "p1", "category": "Coffee", "price": total, "quantity": 1}]}}
-
-
-def wait_for(check: Any, what: str, timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = check()
-        if found:
-            return found
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 def seeded(member: str, user: str, at: int, campaign: str, arm: str, n: int) -> Decision:

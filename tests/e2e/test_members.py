@@ -16,21 +16,12 @@ from loyalty_cdp.core.loyalty import LoyaltyEngine
 from loyalty_cdp.core.profile import Profile
 from loyalty_cdp.programs import retail_program_path
 from loyalty_cdp.services.loyalty_stage import loyalty_state
-from loyalty_cdp.testing import SYSTEM_CHANNELS, ServerProcess, run_cli
+from loyalty_cdp.testing import SYSTEM_CHANNELS, ServerProcess, run_cli, wait_for
 
 
 @pytest.fixture()
 def keys(server: ServerProcess) -> tuple[str, str]:
     return server.create_key("ingest"), server.create_key("read")
-
-
-def wait_for(check, timeout: float = 10.0):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result or time.monotonic() > deadline:
-            return result
-        time.sleep(0.05)
 
 
 def test_one_member_across_web_login_pos_and_app(server: ServerProcess, keys: tuple[str, str]) -> None:

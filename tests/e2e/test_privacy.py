@@ -18,7 +18,7 @@ from loyalty_cdp.adapters.audit import AuditLog
 from loyalty_cdp.adapters.eventlog.sqlite import SqliteEventLog
 from loyalty_cdp.adapters.keystore import KeyStore
 from loyalty_cdp.core.events import normalise
-from loyalty_cdp.testing import ServerProcess, run_cli
+from loyalty_cdp.testing import ServerProcess, run_cli, wait_for
 
 # The person: every identifier and a distinctive trait, each in every form a client may send or a store may keep.
 USER_ID = "zq-member-7781"
@@ -120,14 +120,6 @@ def caught_up(server: ServerProcess, timeout: float = 20.0) -> None:
     while metric(server, "lcdp_processor_lag_events") > 0 or metric(server, "lcdp_ingest_queue_events") > 0:
         assert time.monotonic() < deadline, "the processor did not catch up"
         time.sleep(0.05)
-
-
-def wait_for(check, timeout: float = 15.0):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not (result := check()):
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
-    return result
 
 
 def send(server: ServerProcess, key: str, calls: list[dict[str, Any]]) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ from loyalty_cdp.adapters.destinations.twilio import request_signature
 from loyalty_cdp.adapters.keystore import KeyStore
 from loyalty_cdp.demo_sinks import FcmSink, SmtpSink, TwilioSink, WebhookReceiver
 from loyalty_cdp.programs import retail_program_path
-from loyalty_cdp.testing import ServerProcess
+from loyalty_cdp.testing import ServerProcess, wait_for
 
 TOKEN, FCM_TOKEN, HOOK_SECRET = "e2e-privacy-twilio", "e2e-privacy-fcm", "e2e-privacy-hook"
 ENV = {"E2E_TWILIO": TOKEN, "E2E_FCM": FCM_TOKEN, "E2E_HOOK": HOOK_SECRET, "E2E_TRACK": "e2e-privacy-track",
@@ -119,16 +119,6 @@ def running(tmp_path: Path) -> Iterator[tuple[ServerProcess, Sinks, dict[str, st
     finally:
         server.stop()
         sinks.stop()
-
-
-def wait_for(check: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = check()
-        if found:
-            return found
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 def member_calls(user_id: str, anonymous_id: str, email: str, phone: str | None, order: str,

@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from loyalty_cdp.testing import ServerProcess, run_cli
-
-
-def wait_for(check: Any, timeout: float = 120.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.3)
-    raise AssertionError("timed out")
+from loyalty_cdp.testing import ServerProcess, run_cli, wait_for
 
 
 def test_the_server_scores_on_schedule_and_refreshes_lapse_risk_on_purchase(tmp_path: Path) -> None:
@@ -34,7 +23,8 @@ def test_the_server_scores_on_schedule_and_refreshes_lapse_risk_on_purchase(tmp_
     # a member's scores after that is the refresh on purchase alone.
     server = ServerProcess(tmp_path / "data", {"LOYALTY_CDP_SCORE_EVERY_S": "3600"})
     with server:
-        status = wait_for(lambda: (s := httpx.get(server.url + "/healthz").json()["scoring"])["last_members"] and s)
+        status = wait_for(lambda: (s := httpx.get(server.url + "/healthz").json()["scoring"])["last_members"] and s,
+                          "the first scheduled run", timeout=120)
         assert status["failures"] == 0 and status["last_members"] >= 20
         assert "lcdp_scoring_runs_total" in httpx.get(server.url + "/metrics").text
 

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from loyalty_cdp.core.events import format_time
-from loyalty_cdp.testing import ServerProcess
+from loyalty_cdp.testing import ServerProcess, wait_for
 
 DAY_MS = 86_400_000
 
@@ -34,16 +34,6 @@ def ingest(server: ServerProcess, key: str) -> None:
                                      "products": [{"product_id": "p1", "category": "Coffee", "price": total,
                                                    "quantity": 1}]}})
     assert httpx.post(server.url + "/v1/batch", json={"batch": calls}, auth=(key, "")).status_code == 200
-
-
-def wait_for(check: Any, what: str, timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = check()
-        if found:
-            return found
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 def test_segments_defined_in_json_are_recomputed_listed_paginated_previewed_and_deleted(server: ServerProcess, client: httpx.Client) -> None:
