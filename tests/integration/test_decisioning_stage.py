@@ -235,3 +235,35 @@ def test_offer_viewed_and_redeemed_events_record_the_outcome(rig: Rig) -> None:
                                for c in calls])
     rig.processor.catch_up()
     assert set(rig.store.outcomes(sent.decision_id)) == {"shown", "redeemed"}
+
+
+def test_a_price_drop_reaches_the_members_with_the_product_on_their_wishlist(tmp_path: Path) -> None:
+    now = _now()
+    at = [format_time(now - (10 - i) * 60_000) for i in range(10)]
+    calls = [
+        {"type": "identify", "userId": "w-1", "timestamp": at[0], "context": {"consent": ALL_GRANTED},
+         "traits": {"email": "w1@example.com", "first_name": "Wen"}},
+        {"type": "identify", "userId": "w-2", "timestamp": at[0], "context": {"consent": ALL_GRANTED},
+         "traits": {"email": "w2@example.com"}},
+        {"type": "track", "userId": "w-1", "event": "Product Added to Wishlist", "timestamp": at[1],
+         "properties": {"product_id": "P-77", "name": "Trail shoes", "category": "Apparel", "price": 80.0}},
+        {"type": "track", "userId": "w-2", "event": "Product Added to Wishlist", "timestamp": at[1],
+         "properties": {"product_id": "P-12", "name": "Socks", "category": "Apparel", "price": 9.0}},
+    ]
+    drop = {"type": "track", "anonymousId": "catalog-feed", "event": "Product Price Changed", "timestamp": at[3],
+            "properties": {"product_id": "P-77", "price": 60.0, "previous_price": 80.0}}
+    log = SqliteEventLog(tmp_path / "events.db")
+    log.append([normalise(c, call_type=None, received_at=now, default_message_id=f"w{i}") for i, c in enumerate(calls)])
+    rig = Rig(tmp_path, log)
+    try:
+        rig.processor.catch_up()  # the wishlists are indexed first, the catalog event comes later
+        log.append([normalise(drop, call_type=None, received_at=now, default_message_id="drop-1")])
+        rig.processor.catch_up()
+        [decision] = rig.store.decisions(trigger_id="wishlist-price-drop", limit=100)
+        assert decision.user_id == "w-1" and decision.occurrence_key == "price:P-77:event:drop-1"
+        assert decision.action == "send" and decision.chosen[0].offer_id == "wishlist-drop-3x"
+        assert "Trail shoes" in " ".join(decision.chosen[0].content.values())
+        assert rig.store.wishlisted_by("P-77") == [decision.member_id]
+    finally:
+        rig.close()
+        log.close()

@@ -13,7 +13,9 @@ Tables:
 - ``decision_outcomes``: ``shown``, ``accepted``, ``dismissed``, ``redeemed`` per decision,
   the first report of each kept;
 - ``segment_members``: who is in each segment now, and since when;
-- ``segment_transitions``: every entry and exit (membership history, size over time).
+- ``segment_transitions``: every entry and exit (membership history, size over time);
+- ``wishlist_index``: product -> members with it on their wishlist, for the price-drop
+  trigger (a superset: the trigger checks the member's profile).
 
 Readers (the HTTP API) use a connection of their own; WAL lets them read while the
 processor writes.
@@ -77,6 +79,12 @@ SCHEMA = (
     ) WITHOUT ROWID""",
     "CREATE INDEX IF NOT EXISTS segment_transitions_by_time ON segment_transitions (segment_id, at)",
     "CREATE INDEX IF NOT EXISTS segment_transitions_by_member ON segment_transitions (member_id)",
+    """CREATE TABLE IF NOT EXISTS wishlist_index (
+        product_id TEXT NOT NULL,
+        member_id  TEXT NOT NULL,
+        PRIMARY KEY (product_id, member_id)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX IF NOT EXISTS wishlist_index_by_member ON wishlist_index (member_id)",
 )
 
 _MESSAGE_TABLES = ("outbox_messages", "outbox_dead_letters", "outbox_finished")
@@ -107,9 +115,11 @@ class Batch(msgspec.Struct):
     transitions: list[Transition] = msgspec.field(default_factory=list)
     removed_members: list[str] = msgspec.field(default_factory=list)  # merged away: memberships end
     memberships: dict[str, dict[str, int]] = msgspec.field(default_factory=dict)  # member -> segment -> since
+    wishlists: dict[str, list[str]] = msgspec.field(default_factory=dict)  # member -> products on the wishlist
 
     def __bool__(self) -> bool:
-        return bool(self.decisions or self.messages or self.transitions or self.removed_members or self.memberships)
+        return bool(self.decisions or self.messages or self.transitions or self.removed_members or self.memberships
+                    or self.wishlists)
 
 
 class DecisionStore:
@@ -152,6 +162,10 @@ class DecisionStore:
                 ).rowcount
                 if inserted:
                     new.append(decision.decision_id)
+            listed = [(product, member) for member, products in batch.wishlists.items() for product in products]
+            conn.executemany("DELETE FROM wishlist_index WHERE member_id = ?",
+                             [(m,) for m in (*batch.removed_members, *batch.wishlists)])
+            conn.executemany("INSERT OR IGNORE INTO wishlist_index VALUES (?,?)", listed)
             gone = [*batch.removed_members, *batch.memberships]
             conn.executemany("DELETE FROM segment_members WHERE member_id = ?", [(m,) for m in gone])
             conn.executemany("INSERT INTO segment_members VALUES (?,?,?)",
@@ -198,7 +212,7 @@ class DecisionStore:
                 deleted += conn.executemany(f"DELETE FROM {table} WHERE message_id = ?", messages).rowcount
             deleted += conn.executemany("DELETE FROM decision_outcomes WHERE decision_id = ?",
                                         [(d,) for d in ids]).rowcount
-            for table in ("decisions", "segment_members", "segment_transitions"):
+            for table in ("decisions", "segment_members", "segment_transitions", "wishlist_index"):
                 deleted += conn.execute(f"DELETE FROM {table} WHERE member_id = ?", (member_id,)).rowcount
             return deleted
 
@@ -219,6 +233,11 @@ class DecisionStore:
         rows = self._rows("SELECT decision_id FROM decisions WHERE decision_id IN (SELECT value FROM json_each(?))",
                           (msgspec.json.encode(ids).decode(),))
         return {row[0] for row in rows}
+
+    def wishlisted_by(self, product_id: str) -> list[str]:
+        """The members who have (or recently had) ``product_id`` on their wishlist."""
+        return [row[0] for row in self._rows("SELECT member_id FROM wishlist_index WHERE product_id = ?",
+                                             (product_id,))]
 
     def get(self, decision_id: str) -> Decision | None:
         rows = self._rows("SELECT body FROM decisions WHERE decision_id = ?", (decision_id,))

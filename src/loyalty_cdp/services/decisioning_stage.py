@@ -16,7 +16,12 @@ After a batch is folded and the loyalty program has run, for each member the bat
    and, when the offer grants something, an ``Offer Granted`` call is emitted for the
    loyalty engine to honour;
 5. ``Offer Viewed`` / ``Offer Redeemed`` events carrying a ``decision_id`` are recorded as
-   that decision's outcomes.
+   that decision's outcomes;
+6. a member whose wishlist changed has the wishlist index updated.
+
+Catalog events are not about the member who sent them: a ``Product Price Changed`` event
+(:meth:`DecisioningStage.catalog`) is looked at for every member with the product on their
+wishlist (the decision store's wishlist index), as the ``price_drop`` triggers ask.
 
 Nothing here writes: the stage fills a :class:`~loyalty_cdp.adapters.decisionstore.Batch`
 and a list of calls to emit, which the processor appends and stores before it commits
@@ -52,11 +57,12 @@ from loyalty_cdp.core.decisioning import (
     grant_event,
     history_of,
     on_event,
+    price_changed_product,
 )
 from loyalty_cdp.core.decisioning.triggers import ConditionTrigger, ReplenishmentTrigger
 from loyalty_cdp.core.identifiers import DecodedEvent
 from loyalty_cdp.core.messages import OutboundMessage
-from loyalty_cdp.core.profile import DAY_MS, Profile
+from loyalty_cdp.core.profile import DAY_MS, MAX_KEY_CHARS, Profile
 from loyalty_cdp.core.segments import LoyaltyReader, MemberFacts, SegmentSet
 from loyalty_cdp.core.segments.counts import EventWindows
 from loyalty_cdp.core.segments.membership import update_memberships
@@ -68,6 +74,7 @@ Deliver = Callable[[Decision, Profile], list[OutboundMessage]]
 Refresh = Callable[[str, Profile, int], list[dict[str, Any]]]
 
 OFFER_OUTCOME_EVENTS = {"Offer Viewed": "shown", "Offer Redeemed": "redeemed"}
+WISHLIST_EVENTS = frozenset({"Product Added to Wishlist", "Product Removed from Wishlist"})
 HISTORY_DAYS = 31  # the contact policy's longest cap window is 30 days
 DELIVER_WITHIN_MS = DAY_MS  # an occurrence older than this when decided is recorded, not sent
 
@@ -136,6 +143,9 @@ class DecisioningStage:
             profile = msgspec.structs.replace(profile, windows=windows.times)
         for event in new_events:
             self._record_outcome(event)
+        if history is not None or any(e.event in WISHLIST_EVENTS for e in new_events):
+            batch.wishlists[profile.member_id] = [product for product, item in profile.activity.wishlist.items()
+                                                  if item.on_list]
         if self.refresh is not None and any(e.event == "Order Completed" for e in new_events):
             emitted += self.refresh(profile.member_id, profile, max(at, self._clock()))
         profile = self._evaluate(profile, at, segments, new_events, batch, emitted)
@@ -144,6 +154,25 @@ class DecisioningStage:
                 segment: state.get("since", at) for segment, state in profile.segments.items()
                 if isinstance(state, dict) and state.get("member")}
         return profile
+
+    def catalog(self, events: Sequence[DecodedEvent], profile_of: Callable[[str], Profile | None], batch: Batch,
+                emitted: list[dict[str, Any]]) -> None:
+        """Price changes: each is looked at for every member with the product on their wishlist."""
+        for event in events:
+            config = self._book.at(event.timestamp)
+            product = price_changed_product(config.triggers, event)
+            if product is None:
+                continue
+            listed = set(self.store.wishlisted_by(product[:MAX_KEY_CHARS]))
+            listed |= {member for member, products in batch.wishlists.items() if product[:MAX_KEY_CHARS] in products}
+            for member_id in sorted(listed):
+                profile = profile_of(member_id)
+                if profile is None:
+                    continue
+                facts = self._facts(profile, event.timestamp)
+                occurrences = on_event(config.triggers, event, facts)
+                if occurrences:
+                    self._decide(config, occurrences, facts, batch, emitted)
 
     def sweep(self, profile: Profile, now: int, batch: Batch, emitted: list[dict[str, Any]]) -> Profile:
         """The member at ``now`` with no new event: time-dependent segments and triggers."""

@@ -286,6 +286,9 @@ class Processor:
                 def history(profile: Profile = profile) -> list[DecodedEvent]:
                     return [decode_event(e) for e in self._member_history(profile)]
             updated[member_id] = self.decisioning.member(profile, fresh.get(member_id, []), batch, emitted, history)
+        self.decisioning.catalog([e for events in fresh.values() for e in events],
+                                 lambda member_id: updated.get(member_id) or self.view.profile(member_id),
+                                 batch, emitted)
         if removed:
             self.decisioning.forget(removed, batch)
 
