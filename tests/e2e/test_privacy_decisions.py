@@ -302,5 +302,15 @@ def test_decisions_messages_and_audiences_are_exported_then_erased_everywhere(
         assert traces_in_files(data) == []
         gone = client.get(f"{server.url}/v1/members/{USER_ID}", headers=bearer(keys["read"]))
         assert gone.status_code == 404
+
+        # -- opt-out of sale/sharing: the other member leaves the audience files at once -----------
+        other_hash = hashlib.sha256(OTHER_EMAIL.encode()).hexdigest()
+        assert other_hash in audience_rows(data)
+        opted = privacy_request(client, server, keys["privacy"],
+                                {"type": "opt_out_sale", "identifier": {"type": "email", "value": OTHER_EMAIL}})
+        assert opted["result"]["audience_rows_deleted"] >= 1
+        assert other_hash not in audience_rows(data)
+        time.sleep(2.5)  # and the periodic export leaves them out
+        assert other_hash not in audience_rows(data)
     server.stop()
     assert traces_in_files(data) == []

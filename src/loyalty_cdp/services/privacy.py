@@ -423,6 +423,15 @@ class PrivacyService:
         if purpose == PROFILING and profile is not None:  # no propensity score may be used from now on
             ids = member_ids_of(_identifiers(profile.identities)) | {profile.member_id}
             result["scores_deleted"] = await asyncio.to_thread(self._delete_scores, ids)
+        if purpose == SALE_SHARING and profile is not None and self.c.activation is not None:
+            # Out of the retail-media audience files now, not at the next export (which leaves them out too).
+            activation = self.c.activation
+            ids = member_ids_of(_identifiers(profile.identities)) | {profile.member_id}
+            held = await asyncio.to_thread(activation.person_segments, ids)
+            segments = {row["segment_id"] for part in held.values() for row in part}
+            result["audience_rows_deleted"] = await asyncio.to_thread(
+                activation.erase_from_audiences, segments, set(profile.identities.get(EMAIL, ())),
+                set(profile.identities.get(PHONE, ())))
         return result
 
     async def record_consent(self, user_id: str, body: Any, *, actor: str,
