@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 
 from loyalty_cdp.adapters.eventlog.sqlite import SqliteEventLog
-from loyalty_cdp.testing import SYSTEM_CHANNELS, ServerProcess
+from loyalty_cdp.testing import SYSTEM_CHANNELS, ServerProcess, wait_for
 
 
 def test_health_metrics_and_openapi(server: ServerProcess, write_key: str) -> None:
@@ -93,3 +93,30 @@ def test_per_key_rate_limit_answers_429_with_retry_after(tmp_path: Path) -> None
         refused = next(a for a in answers if a.status_code == 429)
         assert refused.headers["Retry-After"] == "1"
         assert client.get("/v1/members/ghost", headers={"Authorization": f"Bearer {other}"}).status_code == 404
+
+
+def test_decisions_on_postgres_storage(tmp_path: Path, postgres_dsn: str) -> None:
+    """The whole path on PostgreSQL: a purchase crossing Silver, the loyalty engine, the trigger, the decision."""
+    env = {"LOYALTY_CDP_STORAGE": "postgres", "LOYALTY_CDP_POSTGRES_DSN": postgres_dsn}
+    server = ServerProcess(tmp_path / "data", env)
+    key, read = server.create_key("ingest"), server.create_key("read")
+    consent = {"categoryPreferences": {"email_marketing": True, "push": True, "profiling": True}}
+    calls = [{"type": "identify", "userId": "pg-member", "context": {"consent": consent},
+              "traits": {"email": "pg@example.com", "first_name": "Pia"}},
+             {"type": "track", "userId": "pg-member", "event": "Order Completed",
+              "properties": {"order_id": "pg-o1", "total": 640.0, "currency": "USD",
+                             "products": [{"product_id": "tv", "category": "Electronics", "price": 640.0,
+                                           "quantity": 1}]}}]
+    with server:
+        assert httpx.post(server.url + "/v1/batch", json={"batch": calls}, auth=(key, "")).status_code == 200
+
+        def decided() -> list[dict] | None:
+            answer = httpx.get(server.url + "/v1/members/pg-member/decisions",
+                               headers={"Authorization": f"Bearer {read}"})
+            found = [d for d in answer.json()["decisions"] if d["trigger_id"] == "tier-upgrade-welcome"] \
+                if answer.status_code == 200 else []
+            return found or None
+
+        [decision] = wait_for(decided, "the tier upgrade's decision")
+        assert decision["action"] in ("send", "hold_out")
+        assert decision["inputs"]["loyalty.tier"] == "Silver"
