@@ -15,12 +15,16 @@ Delivery guarantee, in the order it happens:
 
 The writer runs in a process of its own when that process can open the event log itself
 (the embedded SQLite log), else in a thread over ``event_log``. A process has its own
-interpreter lock: decoding, normalising and appending (about 18 us of CPU per event) then
+interpreter lock: decoding, normalising and appending (about 15 us of CPU per event) then
 run beside the profile processor instead of taking turns with it, and the event loop only
 authenticates, counts the calls and passes bytes along. Either way the writer speaks the
 same protocol over a socket pair: length-prefixed msgpack frames, a group per frame, one
-reply per group, in order, with up to two groups in flight so that the writer never waits
-for the event loop. A writer process that dies (killed, out of memory) fails the requests it
+reply per group, in order, with up to three groups in flight so that the writer never waits
+for the event loop. Inside the writer two stages overlap: one thread decodes and normalises
+a group and inserts it (``SqliteEventLog.stage``) as soon as the previous group's commit
+released the log, while a committer thread commits the previous group (the fsync) and sends
+its reply; the reply still goes only after the commit. A log that cannot stage (PostgreSQL)
+is appended whole by the committer thread. A writer process that dies (killed, out of memory) fails the requests it
 held with 503 (nothing of theirs was acknowledged; what it appended before dying is found
 again by ``messageId`` when the clients resend) and another is started half a second later,
 while new requests wait in the bounded queue. A request that makes normalising raise
@@ -37,8 +41,10 @@ import asyncio
 import gc
 import logging
 import multiprocessing
+import queue
 import signal
 import socket
+import sys
 import threading
 import uuid
 from collections import deque
@@ -64,7 +70,7 @@ from loyalty_cdp.errors import (
 log = logging.getLogger(__name__)
 
 _HEADER = 4  # bytes of a frame's little-endian length
-_IN_FLIGHT_GROUPS = 2  # the next group waits in the socket while the writer works on one
+_IN_FLIGHT_GROUPS = 3  # one committing, one being normalised, the next waiting in the socket
 _RESTART_PAUSE = 0.5  # seconds before a writer that died is replaced (no busy loop of crashes)
 
 
@@ -155,6 +161,27 @@ def _command_refusal(events: list[Event]) -> str | None:
 
 
 def _write_group(event_log: EventLog, suppression: SuppressionList | None, items: list[_Item]) -> _Reply:
+    """Normalise a group and append it in one go (what the pipelined writer does in two stages)."""
+    outcomes, events = _prepare_group(suppression, items)
+    return _finish(outcomes, partial(event_log.append, events))
+
+
+def _finish(outcomes: list[Stored | _Refused], append: Callable[[], AppendResult]) -> _Reply:
+    """The group's reply once ``append`` made its events durable, or why it could not."""
+    try:
+        result = append()
+    except Exception as exc:  # the store failed: the server answers 503 to each waiting request
+        return _Reply(outcomes, None, f"{type(exc).__name__}: {exc}")
+    return _Reply(outcomes, result, None)
+
+
+def _failed(exc: Exception) -> AppendResult:
+    raise exc
+
+
+def _prepare_group(suppression: SuppressionList | None, items: list[_Item]) -> tuple[list[Stored | _Refused],
+                                                                                     list[Event]]:
+    """Each request's outcome, and the group's events to append (suppressed ones left out)."""
     events: list[Event] = []
     outcomes: list[Stored | _Refused] = []
     for item in items:
@@ -183,23 +210,54 @@ def _write_group(event_log: EventLog, suppression: SuppressionList | None, items
             accepted = [event for index, event in enumerate(accepted) if index not in dropped]
         events.extend(accepted)
         outcomes.append(Stored(len(accepted), len(dropped), rejections))
-    try:
-        result = event_log.append(events)
-    except Exception as exc:  # the store failed: the server answers 503 to each waiting request
-        return _Reply(outcomes, None, f"{type(exc).__name__}: {exc}")
-    return _Reply(outcomes, result, None)
+    return outcomes, events
+
+
+_Job = tuple[list[Stored | _Refused], Callable[[], AppendResult]]
 
 
 def _serve(sock: socket.socket, event_log: EventLog, suppression: SuppressionList | None) -> None:
-    """The writer: read a group, write it, answer; until the other end closes the socket."""
-    while (header := _receive_exactly(sock, _HEADER)) is not None:
-        group = _receive_exactly(sock, int.from_bytes(header, "little"))
-        if group is None:
-            return
+    """The writer: read a group, normalise and append it, answer; until the other end closes the socket.
+
+    This thread reads and normalises each group and, when the log can stage an append, inserts
+    it (waiting for the previous group's commit to release the log); the committer thread
+    commits and answers, in order. Whatever way this ends, every group handed to the committer
+    is committed (or fails) and answered before the committer stops.
+    """
+    jobs: queue.Queue[_Job | None] = queue.Queue(maxsize=1)
+    committer = threading.Thread(target=_commit_and_answer, args=(sock, jobs), name="commit", daemon=True)
+    committer.start()
+    stage = getattr(event_log, "stage", None)
+    try:
+        while (header := _receive_exactly(sock, _HEADER)) is not None:
+            group = _receive_exactly(sock, int.from_bytes(header, "little"))
+            if group is None:
+                return
+            outcomes, events = _prepare_group(suppression, _decode_group(group))
+            if stage is None:
+                jobs.put((outcomes, partial(event_log.append, events)))
+                continue
+            try:
+                append = stage(events).commit
+            except Exception as exc:  # the log is unavailable: this group's requests get 503
+                append = partial(_failed, exc)
+            jobs.put((outcomes, append))
+    finally:
+        jobs.put(None)
+        committer.join()
+
+
+def _commit_and_answer(sock: socket.socket, jobs: queue.Queue[_Job | None]) -> None:
+    """The committer: make each group durable, then answer it, in the order the groups came."""
+    answering = True
+    while (job := jobs.get()) is not None:
+        reply = _finish(*job)  # always run: a staged append holds the log until committed
+        if not answering:
+            continue
         try:
-            sock.sendall(_frame(_encode(_write_group(event_log, suppression, _decode_group(group)))))
+            sock.sendall(_frame(_encode(reply)))
         except OSError:  # the server is gone; what was appended is simply not acknowledged
-            return
+            answering = False
 
 
 def _writer_process(sock: socket.socket, open_log: Callable[[], EventLog], data_dir: Path | None) -> None:
@@ -210,6 +268,9 @@ def _writer_process(sock: socket.socket, open_log: Callable[[], EventLog], data_
     # generation's default threshold (700) would only rescan the live request again and again.
     gc.freeze()
     gc.set_threshold(100_000, 50, 100)
+    # The committer thread needs the interpreter for a moment after each fsync, while this
+    # process's main thread normalises: a short switch interval keeps that wait short (acks).
+    sys.setswitchinterval(0.0005)
     event_log = open_log()
     try:
         _run_writer(sock, event_log, data_dir)

@@ -169,22 +169,60 @@ class Processor:
             total += applied
         return total
 
-    def _run(self) -> None:
+    def _run(self, yield_ratio: float = 3.0, longest_yield_s: float = 10.0, quiet_s: float = 0.2,
+             probe_every_s: float = 2.0) -> None:
+        """Process the log until stopped; at rest, run the due loyalty transitions and the sweep.
+
+        The processor backs off while ingest outruns it, so that ingest gets the CPU. After a
+        step that found a full batch waiting, it sleeps up to ``yield_ratio`` times the step's
+        duration (at most ``longest_yield_s``) for as long as appends keep arriving (one at least
+        every ``quiet_s``) faster than the step consumed the log. The fold cannot keep pace then
+        anyway; sleeping hands the interpreter lock to the HTTP event loop and a core to the event
+        log writer. The processor catches up once ingest slows down or pauses (its lag is
+        ``lcdp_processor_lag_events`` in /metrics). When appends stop, or come slower than the
+        fold goes, the sleep ends and the next ``probe_every_s`` of steps run back to back: a
+        processor that can keep pace never falls behind for backing off, and catching up on a
+        quiet log loses at most ``quiet_s`` per ``probe_every_s``.
+        """
         advanced_at = 0.0
+        quiet_until = 0.0  # until then, steps follow each other without backing off
         while not self._stopping.is_set():
             try:
                 with self._step_lock:
+                    started = time.monotonic()
                     applied = self.step()
+                    spent = time.monotonic() - started
                     if not applied and time.monotonic() - advanced_at >= ADVANCE_EVERY_S:
                         advanced_at = time.monotonic()
                         self.advance_due(int(time.time() * 1000))
                         self.sweep(int(time.time() * 1000))
+                    mark = self._log.last_offset() if applied >= self._batch_size else 0
             except Exception:  # a store outage must not kill the thread; the batch is retried
                 self.failures += 1
                 log.exception("processor step failed; retrying")
                 self._stopping.wait(1.0)
                 continue
-            if not applied:
+            if applied >= self._batch_size and started >= quiet_until:
+                # Behind by a full batch. The step's own appends set the wakeup: only those that
+                # arrive from now on (ingest, activation) count.
+                self._wakeup.clear()
+                since = time.monotonic()
+                deadline = since + min(spent * yield_ratio, longest_yield_s)
+                outrun = False
+                while not self._stopping.is_set() and (left := deadline - time.monotonic()) > 0:
+                    if not self._wakeup.wait(min(left, quiet_s)):
+                        break  # no append for quiet_s: ingest paused
+                    self._wakeup.clear()
+                    elapsed = time.monotonic() - since
+                    try:  # appended since the step, per second, against the step's events per second
+                        outrun = elapsed < quiet_s or (self._log.last_offset() - mark) * spent >= applied * elapsed
+                    except Exception:  # the log is unreadable: the next step meets it and retries
+                        outrun = False
+                    if not outrun:
+                        break  # appends come slower than the fold goes: catch up now
+                if not outrun:
+                    quiet_until = time.monotonic() + probe_every_s
+            elif not applied:
                 self._wakeup.wait(0.25)
                 self._wakeup.clear()
 
