@@ -355,7 +355,9 @@ class Processor:
 
     def _look_again(self, member_ids: Sequence[str], now_ms: int) -> int:
         assert self.decisioning is not None
-        batch, emitted, updated = Batch(), [], {}
+        batch = Batch()
+        emitted: list[dict[str, Any]] = []
+        updated: dict[str, Profile] = {}
         for member_id in member_ids:
             profile = self.view.profile(member_id)
             if profile is None:

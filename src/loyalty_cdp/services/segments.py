@@ -143,7 +143,9 @@ class SegmentRegistry:
         self._lock = threading.Lock()
         self._recompute_lock = threading.Lock()  # one batch recomputation at a time
         self._version = 0
-        self._cache: tuple[DecisioningConfig, int, SegmentSet] | None = None
+        # Per program version (events of one batch may fall in different versions), rebuilt when
+        # the API's definitions change.
+        self._cache: dict[int, tuple[DecisioningConfig, int, SegmentSet]] = {}
         with store.outbox.transaction() as conn:
             conn.execute(SCHEMA)
             rows = conn.execute("SELECT segment_id, definition, created_at, updated_at FROM api_segments "
@@ -159,7 +161,7 @@ class SegmentRegistry:
     def current(self, at: int) -> SegmentSet:
         """The segments in force at ``at``: the program version's, then the API's (cached)."""
         config = self.book.at(at)
-        cached = self._cache
+        cached = self._cache.get(id(config))
         if cached is not None and cached[0] is config and cached[1] == self._version:
             return cached[2]
         with self._lock:
@@ -167,7 +169,7 @@ class SegmentRegistry:
             taken = {d.id for d in program}
             api = [s.definition for s in self._api.values() if s.definition.id not in taken]
             segments = SegmentSet((*program, *api))
-            self._cache = (config, self._version, segments)
+            self._cache[id(config)] = (config, self._version, segments)
         return segments
 
     def segments(self, at: int) -> list[SegmentInfo]:
