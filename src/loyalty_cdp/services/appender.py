@@ -262,8 +262,10 @@ def _commit_and_answer(sock: socket.socket, jobs: queue.Queue[_Job | None]) -> N
 
 def _writer_process(sock: socket.socket, open_log: Callable[[], EventLog], data_dir: Path | None) -> None:
     """The writer process's main: its own event log connection, then :func:`_run_writer`."""
-    # Ctrl-C reaches the whole process group: the server drains the queue, then closes the socket.
+    # Ctrl-C reaches the whole process group, and so does the SIGTERM of `timeout`, systemd or a
+    # container runtime: the server drains the queue, then closes the socket, which ends this process.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     # Requests are decoded and freed one at a time and nothing here is cyclic, so the young
     # generation's default threshold (700) would only rescan the live request again and again.
     gc.freeze()

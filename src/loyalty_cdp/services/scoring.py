@@ -36,6 +36,7 @@ import gc
 import logging
 import multiprocessing
 import os
+import signal
 import sqlite3
 import threading
 import time
@@ -342,6 +343,10 @@ def scoring_config_for(program: ProgramBook | DecisioningBook | None,
 
 def _child_run(settings: Settings, config: ScoringConfig, now_ms: int, pipe: Connection) -> None:
     """The scheduled run, in a child process: the report (or the error) goes back through ``pipe``."""
+    # The signals a terminal or a service manager sends the server's whole process group are the
+    # server's to handle: it stops this run itself (:meth:`ScoringScheduler.stop`).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
         report = run_scoring(settings, as_of_ms=now_ms, now_ms=now_ms, config=config)
         pipe.send(("ok", {**asdict(report), "store_dir": str(report.store_dir)}))
@@ -373,6 +378,7 @@ class SchedulerStatus:
 
 
 RETRY_AFTER_FAILURE_S = 60.0
+KILLED_BY_SIGNAL = "the scoring process was stopped by"
 
 
 class ScoringScheduler:
@@ -424,7 +430,7 @@ class ScoringScheduler:
         with self._child_lock:
             child = self._child
         if child is not None and child.is_alive():
-            child.terminate()
+            child.kill()  # it ignores SIGTERM (see _child_run)
         if self._thread is not None:
             self._thread.join(timeout_s)
             self._thread = None
@@ -467,8 +473,10 @@ class ScoringScheduler:
             log.info("scheduled scoring: %s members, model %s, %s alerts, %.1f s", detail["members"],
                      detail["model_version"], detail["alerts_appended"], finished - started)
             return True
-        # Too little history to fit (a new program, a demo still loading) is expected, not an error.
-        level = logging.WARNING if str(detail).startswith(InvalidInput.__name__) else logging.ERROR
+        # Too little history to fit (a new program, a demo still loading) is expected, not an error;
+        # nor is a run killed by a signal sent to the whole process group (the server is stopping).
+        expected = str(detail).startswith((InvalidInput.__name__, KILLED_BY_SIGNAL))
+        level = logging.WARNING if expected else logging.ERROR
         log.log(level, "scheduled scoring failed (retried in %.0f s): %s", self.retry_s, detail)
         return False
 
@@ -496,6 +504,8 @@ class ScoringScheduler:
             with self._child_lock:
                 self._child = None
         if message is None:
+            if child.exitcode is not None and child.exitcode < 0:
+                return "error", f"{KILLED_BY_SIGNAL} {signal.Signals(-child.exitcode).name}"
             return "error", f"the scoring process ended with exit code {child.exitcode} and no report"
         outcome, detail = message
         return str(outcome), detail
