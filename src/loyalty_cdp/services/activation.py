@@ -45,11 +45,16 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import msgspec
 
 from loyalty_cdp.adapters.decisionstore import DecisionStore
-from loyalty_cdp.adapters.destinations.audience import AudienceDestination, AudienceMember, AudienceSettings
+from loyalty_cdp.adapters.destinations.audience import (
+    AudienceDestination,
+    AudienceMember,
+    AudienceSettings,
+    audience_destination,
+)
 from loyalty_cdp.adapters.destinations.base import DeliveryPolicy, Destination
 from loyalty_cdp.adapters.destinations.config import DestinationConfig, load_destinations
 from loyalty_cdp.adapters.destinations.email_tracking import TrackingHit, TrackingLinks, tracking_call
-from loyalty_cdp.adapters.destinations.factory import open_audience, open_destination, sms_opt_out_store
+from loyalty_cdp.adapters.destinations.factory import open_destination, sms_opt_out_store
 from loyalty_cdp.adapters.destinations.smtp import SmtpSettings
 from loyalty_cdp.adapters.destinations.twilio import TwilioSettings
 from loyalty_cdp.adapters.outbox import OUTBOX_FILE, Outbox
@@ -253,9 +258,8 @@ def program_destinations(
     configs = load_destinations(program_path or retail_program_path(), env)
     resolved = []
     for config in configs:
-        if isinstance(config.settings, AudienceSettings) and not Path(config.settings.directory).is_absolute():
-            directory = str(Path(data_dir) / config.settings.directory)
-            config = dataclasses.replace(config, settings=msgspec.structs.replace(config.settings, directory=directory))
+        if isinstance(config.settings, AudienceSettings):
+            config = dataclasses.replace(config, settings=config.settings.under(data_dir))
         resolved.append(config)
     return resolved
 
@@ -303,7 +307,7 @@ class Activation:
             self.audiences: list[AudienceDestination] = []
             for config in self.configs:
                 if config.type == "audience":
-                    self.audiences.append(open_audience(config))
+                    self.audiences.append(audience_destination(config))
                 else:
                     routes.append((open_destination(config, settings.data_dir), config.delivery))
         except BaseException:

@@ -6,7 +6,8 @@ Each entry names a destination, its ``type`` (``smtp``, ``twilio``, ``fcm``, ``w
 purpose a recipient must have granted; ``none`` for transactional messages; by default the
 channel's marketing purpose). Secrets are never written in the file: a setting ending in
 ``_env`` names the environment variable that holds the secret, and a literal ``password``,
-``auth_token``, ``secret`` or ``access_token`` is refused. Every error names the field,
+``auth_token``, ``secret``, ``access_token``, ``private_key`` or ``secret_access_key`` is
+refused (and so is a password inside an audience ``target`` URL). Every error names the field,
 such as ``destinations[1].settings.port``. The keys are documented in ``docs/destinations.md``.
 """
 
@@ -21,7 +22,7 @@ from typing import Any
 
 import msgspec
 
-from loyalty_cdp.adapters.destinations.audience import AudienceSettings
+from loyalty_cdp.adapters.destinations.audience import AudienceSettings, check_target
 from loyalty_cdp.adapters.destinations.base import DeliveryPolicy
 from loyalty_cdp.adapters.destinations.fcm import FcmSettings
 from loyalty_cdp.adapters.destinations.smtp import SmtpSettings, smtp_address
@@ -38,7 +39,11 @@ SETTINGS_TYPES: Mapping[str, type[msgspec.Struct]] = {
     "audience": AudienceSettings,
 }
 CHANNELS: Mapping[str, str] = {"smtp": EMAIL, "twilio": SMS, "fcm": PUSH, "webhook": WEBHOOK, "audience": "audience"}
-LITERAL_SECRETS = frozenset({"password", "auth_token", "secret", "access_token", "api_key_secret", "tracking_secret"})
+LITERAL_SECRETS = frozenset({
+    "password", "auth_token", "secret", "access_token", "api_key_secret", "tracking_secret",
+    # audience targets (SFTP keys, S3 credentials)
+    "private_key", "private_key_passphrase", "secret_access_key", "session_token",
+})
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
 _AT = re.compile(r"^(?P<reason>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
 
@@ -134,6 +139,11 @@ def _entry(raw: Any, where: str, environ: Mapping[str, str]) -> DestinationConfi
         raise ConfigError(f"{where}.consent", "must name a consent purpose, or be none")
     consent = None if consent in (None, "none") else consent.strip()
     secrets = _secrets(settings, f"{where}.settings", environ)
+    if isinstance(settings, AudienceSettings):
+        try:
+            check_target(settings, lambda env_field: secrets[env_field].value if env_field in secrets else None)
+        except InvalidInput as exc:
+            raise ConfigError(f"{where}.settings.{exc.field}", exc.reason) from None
     return DestinationConfig(name, kind, settings, delivery, consent, secrets)
 
 
