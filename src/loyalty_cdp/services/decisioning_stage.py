@@ -76,7 +76,7 @@ Refresh = Callable[[str, Profile, int], list[dict[str, Any]]]
 OFFER_OUTCOME_EVENTS = {"Offer Viewed": "shown", "Offer Redeemed": "redeemed"}
 WISHLIST_EVENTS = frozenset({"Product Added to Wishlist", "Product Removed from Wishlist"})
 HISTORY_DAYS = 31  # the contact policy's longest cap window is 30 days
-DELIVER_WITHIN_MS = DAY_MS  # an occurrence older than this when decided is recorded, not sent
+DELIVER_WITHIN_MS = DAY_MS  # an occurrence seen this long after it happened is recorded, not sent
 
 
 class DecisioningStage:
@@ -235,10 +235,14 @@ class DecisioningStage:
             if decision.action == "send":
                 chosen = decision.chosen[0]
                 history.append(Send(chosen.send_at, chosen.channel, chosen.offer_id))
-                if now - occurrence.at > DELIVER_WITHIN_MS:
+                # Stale: the event that caused it happened long before it was processed (a bulk
+                # import, a replay). A time-based occurrence (a reminder the sweep finds a few days
+                # after its due time) is as fresh as the look that found it.
+                seen = occurrence.at if occurrence.event is not None else max(occurrence.at, facts.as_of)
+                if now - seen > DELIVER_WITHIN_MS:
                     self.undelivered += 1
                     decision.reason += (f" Not delivered, nothing granted: the occurrence was "
-                                        f"{(now - occurrence.at) / 3_600_000:.0f} h old when it was decided "
+                                        f"{(now - seen) / 3_600_000:.0f} h old when it was decided "
                                         f"(more than {DELIVER_WITHIN_MS // 3_600_000} h).")
                     batch.decisions.append(decision)
                     continue
