@@ -184,7 +184,10 @@ def traces_in_files(data_dir: Path) -> list[tuple[str, str]]:
     """(file, trace) for every identifier, contact value or audience hash found in the bytes of any file."""
     found = []
     for path in sorted(p for p in data_dir.rglob("*") if p.is_file()):
-        data = path.read_bytes()
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:  # an exporter's temporary file, renamed since it was listed
+            continue
         for trace in [*TRACES, *HASHES]:
             if trace.encode() in data or trace.lower().encode() in data:
                 found.append((str(path.relative_to(data_dir)), trace))

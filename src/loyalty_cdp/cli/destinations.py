@@ -75,16 +75,17 @@ def test_destination(
     data_dir: Path | None = DataDir,
 ) -> None:
     """Send one test message through NAME now (no outbox, no consent check) and print the outcome."""
+    from loyalty_cdp.adapters.destinations.audience import audience_destination
     from loyalty_cdp.adapters.destinations.base import SendFailure
     from loyalty_cdp.adapters.destinations.config import find_destination
-    from loyalty_cdp.adapters.destinations.factory import open_audience, open_destination
+    from loyalty_cdp.adapters.destinations.factory import open_destination
 
     settings = Settings.from_env(data_dir=data_dir)
     chosen = find_destination(_configs(config, data_dir), name)
     now_ms = int(time.time() * 1000)
     if chosen.type == "audience":
-        export = open_audience(chosen).export("loyalty-cdp-test", [], frozenset(), now_ms)
-        typer.echo(f"wrote {export.full} under {chosen.settings.directory}")
+        export = audience_destination(chosen).export("loyalty-cdp-test", [], frozenset(), now_ms)
+        typer.echo(f"wrote {export.full} under {chosen.settings.target}")
         return
     message = test_message(chosen, to, now_ms)
     destination = open_destination(chosen, settings.data_dir)

@@ -611,15 +611,24 @@ class Activation:
             return {}
         at = _now_ms() if at_ms is None else at_ms
         written: dict[str, int] = {}
+        failures: dict[str, str] = {}
         with self._audience_lock:  # an erasure's clean-up of the files waits, and is not undone
             for segment in self._segment_ids():
                 rows = list(self._audience_members(segment, members))
                 listed = [member for member, _ in rows]
                 opted_out = {member.user_id for member, shares in rows if not shares}
                 for audience in self.audiences:
-                    export = audience.export(segment, listed, opted_out, at)
+                    if audience.name in failures:
+                        continue
+                    try:
+                        export = audience.export(segment, listed, opted_out, at)
+                    except LoyaltyCdpError as exc:  # this target is down: the others still get their files
+                        failures[audience.name] = str(exc)
+                        continue
                     written[f"{audience.name}/{segment}"] = export.rows
                     self.metrics.audience_rows.labels(audience.name, segment).set(export.rows)
+        for name, failure in failures.items():
+            log.error("audience export to %s failed (its previous files stay): %s", name, failure)
         return written
 
     async def _export_periodically(self) -> None:

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from destination_support import run
 
-from loyalty_cdp.adapters.destinations.audience import AudienceDestination
+from loyalty_cdp.adapters.destinations.audience import AudienceDestination, audience_destination
 from loyalty_cdp.adapters.destinations.config import find_destination, load_destinations, parse_destinations
-from loyalty_cdp.adapters.destinations.factory import open_audience, open_destination
+from loyalty_cdp.adapters.destinations.factory import open_destination
 from loyalty_cdp.adapters.destinations.fcm import FcmDestination
 from loyalty_cdp.adapters.destinations.smtp import SmtpDestination
 from loyalty_cdp.adapters.destinations.twilio import TwilioDestination
@@ -93,7 +93,7 @@ def test_five_destinations_from_one_program_file(tmp_path: Path) -> None:
 
     kinds = [type(d) for d in run(open_all())]
     assert kinds == [SmtpDestination, TwilioDestination, FcmDestination, WebhookDestination]
-    assert isinstance(open_audience(configs[-1]), AudienceDestination)
+    assert isinstance(audience_destination(configs[-1]), AudienceDestination)
 
 
 def test_the_configured_host_and_port_win_over_the_environment() -> None:

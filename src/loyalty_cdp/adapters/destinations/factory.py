@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from loyalty_cdp.adapters.destinations.audience import AudienceDestination, DirectoryTarget
 from loyalty_cdp.adapters.destinations.base import Destination
 from loyalty_cdp.adapters.destinations.config import DestinationConfig
 from loyalty_cdp.adapters.destinations.email_tracking import TrackingLinks
@@ -59,14 +58,4 @@ def open_destination(config: DestinationConfig, data_dir: Path) -> Destination:
             config.name, s.url, config.secret("secret_env") or "", allow_networks=s.allow_networks,
             signature_header=s.signature_header, consent_purpose=purpose, timeout_s=timeout,
         )
-    raise ConfigError(f"{config.name}.type", f"{config.type} destinations export files; use open_audience")
-
-
-def open_audience(config: DestinationConfig) -> AudienceDestination:
-    """The audience export ``config`` describes."""
-    if config.type != "audience":
-        raise ConfigError(f"{config.name}.type", "is not an audience destination")
-    s = config.settings
-    return AudienceDestination(
-        config.name, DirectoryTarget(Path(s.directory)), convention=s.convention, default_region=s.default_region
-    )
+    raise ConfigError(f"{config.name}.type", f"{config.type} destinations export files; use audience_destination")
