@@ -26,13 +26,16 @@ def test_score_job_beside_the_server_fills_the_profiles_scores(tmp_path: Path) -
         assert scored.returncode == 0, scored.stderr
         user_ids = [line.split('"userId":"')[1].split('"')[0] for line in simulated.read_text().splitlines()
                     if '"type":"identify"' in line and '"userId":"' in line]
-        found = 0
+        found = refused = 0
         for user_id in dict.fromkeys(user_ids):
             answer = httpx.get(f"{server.url}/v1/members/{user_id}", headers={"Authorization": f"Bearer {read}"})
             scores = answer.json()["scores"] if answer.status_code == 200 else {}
-            if scores:
+            if scores and not scores["scored_for_targeting"]:  # refused Personalization: no prediction kept
+                refused += 1
+                assert "p_alive" not in scores and scores["explanation"][0]["code"] == "admt_opt_out"
+            elif scores:
                 found += 1
                 assert {"p_alive", "lapse_risk", "expected_purchases_90d", "clv"} <= set(scores)
                 assert 0.0 <= scores["p_alive"] <= 1.0 and 0.0 <= scores["lapse_risk"] <= 1.0
                 assert scores["explanation"] and scores["model_version"]
-        assert found >= 20
+        assert found >= 20 and refused >= 1

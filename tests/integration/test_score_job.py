@@ -128,8 +128,13 @@ def test_two_runs_store_scores_and_raise_each_lapse_alert_once(data_dir: Path, e
 
 def test_members_who_refused_automated_decisions_are_not_scored_for_targeting(data_dir: Path) -> None:
     log = SqliteEventLog(data_dir / "events.db")
+    store = SqliteProfileStore(data_dir / "profiles.db")
+    Processor(log, store).catch_up()
+    store.close()
     identities = read_identities(data_dir / "profiles.db")
-    refusing, agreeing = sorted(identities.user_id.values())[:2]
+    # Simulated members answer the consent banner: some refused Personalization from the start.
+    already = read_admt_opt_outs(data_dir / "profiles.db")
+    refusing, agreeing = [user for user in sorted(identities.user_id.values()) if user not in already][:2]
     at = parse_as_of(FIRST_RUN)
     consent = [
         normalise({"type": "track", "event": "Consent Updated", "userId": user_id, "messageId": f"consent-{user_id}",
@@ -141,14 +146,16 @@ def test_members_who_refused_automated_decisions_are_not_scored_for_targeting(da
     store = SqliteProfileStore(data_dir / "profiles.db")
     Processor(log, store).catch_up()
     store.close()
-    assert read_admt_opt_outs(data_dir / "profiles.db") == {refusing}
+    assert read_admt_opt_outs(data_dir / "profiles.db") == already | {refusing}
     report = run_scoring(Settings(data_dir=data_dir), as_of_ms=parse_as_of(SECOND_RUN), now_ms=NOW)
     scores = ScoreStore(data_dir)
     refused = scores.get(refusing)
     assert refused is not None and refused["scored_for_targeting"] is False and "lapse_risk" not in refused
     assert refused["explanation"][0]["code"] == "admt_opt_out"
     assert scores.get(agreeing)["scored_for_targeting"] is True  # type: ignore[index]
-    assert report.scored_for_targeting == report.members - 1
+    scored_refusing = [row for row in (scores.get(m) for m in already | {refusing}) if row is not None]
+    assert all(row["scored_for_targeting"] is False for row in scored_refusing)
+    assert report.scored_for_targeting == report.members - len(scored_refusing)
     log.close()
 
 
