@@ -95,12 +95,26 @@ class MemberView:
         blob = self.profiles.get(member_id)
         return None if blob is None else _decode_profile(blob)
 
+    def hold(self, member_ids: Iterable[str]) -> None:
+        """Before a commit removes these members' profiles from the store: keep them readable until
+        :meth:`publish` has pointed their identifiers elsewhere and the processor has popped them."""
+        if isinstance(self.profiles, StoredProfiles):
+            self.profiles.hold(member_ids)
+
+    def publish(self, member: Member) -> None:
+        """Point each of the member's identifiers at it. The keys are interned, as the identity
+        graph's are, so that the two indexes share one string per identifier."""
+        owner, member_id = self.owner, member.id
+        for kind, values in member.identities.items():
+            for value in values:
+                owner[sys.intern(identifier_key(kind, value))] = member_id
+
     def __len__(self) -> int:
         return len(self.profiles)
 
 
 ADVANCE_EVERY_S = 5.0  # how often due loyalty transitions and the decisioning sweep are looked at
-SWEEP_SLICE = 2_000  # members the decisioning sweep looks at per tick
+SWEEP_SLICE_S = 0.05  # the decisioning sweep looks at members for this long, then new events go first
 SWEEP_EVERY_S = 3_600.0  # a full sweep of every member starts at most this often
 
 
@@ -196,6 +210,8 @@ class Processor:
                         advanced_at = time.monotonic()
                         self.advance_due(int(time.time() * 1000))
                         self.sweep(int(time.time() * 1000))
+                    elif not applied and self._sweep:  # a sweep under way uses the idle moments
+                        self.sweep(int(time.time() * 1000))
                     mark = self._log.last_offset() if applied >= self._batch_size else 0
             except Exception:  # a store outage must not kill the thread; the batch is retried
                 self.failures += 1
@@ -222,7 +238,7 @@ class Processor:
                         break  # appends come slower than the fold goes: catch up now
                 if not outrun:
                     quiet_until = time.monotonic() + probe_every_s
-            elif not applied:
+            elif not applied and not self._sweep:
                 self._wakeup.wait(0.25)
                 self._wakeup.clear()
 
@@ -333,8 +349,9 @@ class Processor:
     def sweep(self, now_ms: int) -> int:
         """Look at the next slice of members for segments and triggers that change with time alone.
 
-        A full pass over every member starts at most every ``SWEEP_EVERY_S`` and goes
-        ``SWEEP_SLICE`` members per call; returns how many members changed."""
+        A full pass over every member starts at most every ``SWEEP_EVERY_S``; each call looks at
+        members for ``SWEEP_SLICE_S`` (so new events wait that long at most) and the processor
+        calls it whenever it is idle until the pass is done. Returns how many members changed."""
         if self.decisioning is None or not self.decisioning.time_dependent(now_ms):
             return 0
         if not self._sweep:
@@ -342,8 +359,7 @@ class Processor:
                 return 0
             self._sweep_started = time.monotonic()
             self._sweep = list(self.view.profiles)
-        chunk, self._sweep = self._sweep[-SWEEP_SLICE:], self._sweep[:-SWEEP_SLICE]
-        return self._look_again(chunk, now_ms)
+        return self._look_again(self._sweep, now_ms, time.monotonic() + SWEEP_SLICE_S)
 
     def reevaluate(self, member_ids: Sequence[str], now_ms: int) -> int:
         """Evaluate segments and triggers for these members now (a segment defined or edited
@@ -351,14 +367,17 @@ class Processor:
         if self.decisioning is None:
             return 0
         with self._step_lock:
-            return self._look_again(member_ids, now_ms)
+            return self._look_again(list(member_ids), now_ms)
 
-    def _look_again(self, member_ids: Sequence[str], now_ms: int) -> int:
+    def _look_again(self, member_ids: list[str], now_ms: int, until: float | None = None) -> int:
+        """Evaluate these members now, taking them from the end of ``member_ids`` (all of them,
+        or until ``until`` on the monotonic clock)."""
         assert self.decisioning is not None
         batch = Batch()
         emitted: list[dict[str, Any]] = []
         updated: dict[str, Profile] = {}
-        for member_id in member_ids:
+        while member_ids and (until is None or time.monotonic() < until):
+            member_id = member_ids.pop()
             profile = self.view.profile(member_id)
             if profile is None:
                 continue
