@@ -95,20 +95,6 @@ class MemberView:
         blob = self.profiles.get(member_id)
         return None if blob is None else _decode_profile(blob)
 
-    def hold(self, member_ids: Iterable[str]) -> None:
-        """Before a commit removes these members' profiles from the store: keep them readable until
-        :meth:`publish` has pointed their identifiers elsewhere and the processor has popped them."""
-        if isinstance(self.profiles, StoredProfiles):
-            self.profiles.hold(member_ids)
-
-    def publish(self, member: Member) -> None:
-        """Point each of the member's identifiers at it. The keys are interned, as the identity
-        graph's are, so that the two indexes share one string per identifier."""
-        owner, member_id = self.owner, member.id
-        for kind, values in member.identities.items():
-            for value in values:
-                owner[sys.intern(identifier_key(kind, value))] = member_id
-
     def __len__(self) -> int:
         return len(self.profiles)
 
