@@ -5,11 +5,15 @@ Run:  .venv/bin/python bench/lookup.py [--members 2000] [--days 180] [--rate 200
 1. Appends a simulated program to a fresh data directory and starts ``loyalty-cdp serve``
    on it (the processor folds it at start-up; the run waits until the lag is 0).
 2. Measures ingest capacity: batched ingest as fast as it goes for a few seconds.
-3. Sends ``GET /v1/members/lookup`` (by email, card or anonymous id, at random) open-loop at
-   ``--rate`` requests/s over keep-alive connections, first alone, then while a second
-   process ingests at 80% of the measured capacity. Latency is measured from each
-   request's *scheduled* send time, so a stalled server cannot hide its queueing
-   (no coordinated omission).
+3. Waits until the processor has folded what that ingested (lag 0 again), so that "alone"
+   means alone.
+4. Sends ``GET /v1/members/lookup?type=email`` and ``GET /v1/members/{user_id}`` (at random)
+   open-loop at ``--rate`` requests/s over keep-alive connections, first alone
+   (``--repeat`` times), then while a second process ingests at 80% of the measured
+   capacity. Latency is measured from each request's *scheduled* send time, so a stalled
+   server cannot hide its queueing (no coordinated omission). Each phase also reports the
+   server's CPU per lookup (all its threads, from /proc), which the machine's other load
+   disturbs much less than the percentiles, and the load average around it.
 """
 
 from __future__ import annotations
@@ -19,14 +23,16 @@ import asyncio
 import base64
 import json
 import multiprocessing
+import os
 import random
+import statistics
 import tempfile
 import time
 import urllib.request
 import uuid
 from pathlib import Path
 
-from harness import http_request, load, percentile
+from harness import http_request, load, percentile, process_cpu
 
 from loyalty_cdp.adapters.eventlog.sqlite import SqliteEventLog
 from loyalty_cdp.core.events import normalise, parse_time
@@ -111,6 +117,21 @@ def ingest_at(port: int, auth: str, events_per_s: float, seconds: float) -> None
     load(port, requests, 4, rate=events_per_s / 500)
 
 
+def wait_for_lag_zero(url: str) -> None:
+    while "lcdp_processor_lag_events 0.0" not in urllib.request.urlopen(url + "/metrics").read().decode():
+        time.sleep(0.5)
+
+
+def measured(server: ServerProcess, key: str, targets: list[tuple[str, str]], args: argparse.Namespace
+             ) -> tuple[float, float, dict, float, str]:
+    """(p50, p99, statuses, server CPU seconds per lookup, load averages before/after) of one phase."""
+    assert server.process is not None
+    before_load, before_cpu = os.getloadavg()[0], process_cpu(server.process.pid, children=False)
+    p50, p99, statuses = lookups_at_rate(server.port, key, targets, args.rate, args.seconds, args.connections)
+    cpu = (process_cpu(server.process.pid, children=False) - before_cpu) / (args.rate * args.seconds)
+    return p50, p99, statuses, cpu, f"{before_load:.1f}-{os.getloadavg()[0]:.1f}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--members", type=int, default=2_000)
@@ -118,6 +139,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=2_000)
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--repeat", type=int, default=3, help="runs of the lookups alone (medians reported)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="lcdp-bench-") as tmp:
         data = Path(tmp) / "data"
@@ -125,25 +147,32 @@ def main() -> None:
         server = ServerProcess(data)
         read_key, ingest_key = server.create_key("read"), server.create_key("ingest")
         with server:
-            while "lcdp_processor_lag_events 0.0" not in urllib.request.urlopen(server.url + "/metrics").read().decode():
-                time.sleep(0.5)
+            wait_for_lag_zero(server.url)
             auth = "Basic " + base64.b64encode(f"{ingest_key}:".encode()).decode()
             capacity_requests = batches(60, server.port, auth)
             seconds, _, _ = load(server.port, capacity_requests, 8)
             capacity = 60 * 500 / seconds
-            p50, p99, statuses = lookups_at_rate(server.port, read_key, targets, args.rate, args.seconds,
-                                                 args.connections)
-            print(f"lookups alone: {args.rate:,.0f}/s for {args.seconds:.0f}s, p50 {p50 * 1000:.2f} ms, "
-                  f"p99 {p99 * 1000:.2f} ms, statuses {statuses}")
+            wait_for_lag_zero(server.url)
+            runs = []
+            for _ in range(args.repeat):
+                p50, p99, statuses, cpu, loads = measured(server, read_key, targets, args)
+                runs.append((p50, p99, cpu))
+                print(f"lookups alone: {args.rate:,.0f}/s for {args.seconds:.0f}s, p50 {p50 * 1000:.2f} ms, "
+                      f"p99 {p99 * 1000:.2f} ms, server CPU {cpu * 1e6:.0f} us/lookup, load {loads}, "
+                      f"statuses {statuses}", flush=True)
+            print(f"lookups alone, median of {args.repeat}: p50 {statistics.median(r[0] for r in runs) * 1000:.2f} ms, "
+                  f"p99 {statistics.median(r[1] for r in runs) * 1000:.2f} ms, "
+                  f"server CPU {statistics.median(r[2] for r in runs) * 1e6:.0f} us/lookup", flush=True)
             background = multiprocessing.Process(target=ingest_at, args=(server.port, auth, 0.8 * capacity,
                                                                           args.seconds + 5))
             background.start()
             time.sleep(2)
-            p50, p99, statuses = lookups_at_rate(server.port, read_key, targets, args.rate, args.seconds,
-                                                 args.connections)
+            p50, p99, statuses, cpu, loads = measured(server, read_key, targets, args)
             background.join()
             print(f"ingest capacity {capacity:,.0f} events/s; with ingest at 80% ({0.8 * capacity:,.0f}/s): "
-                  f"lookups {args.rate:,.0f}/s p50 {p50 * 1000:.2f} ms, p99 {p99 * 1000:.2f} ms, statuses {statuses}")
+                  f"lookups {args.rate:,.0f}/s p50 {p50 * 1000:.2f} ms, p99 {p99 * 1000:.2f} ms, "
+                  f"server CPU {cpu * 1e6:.0f} us/lookup (ingest and the processor included), load {loads}, "
+                  f"statuses {statuses}")
 
 
 if __name__ == "__main__":

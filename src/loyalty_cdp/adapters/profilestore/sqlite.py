@@ -1,4 +1,9 @@
-"""The embedded profile store: ``<data-dir>/profiles.db``, SQLite in WAL mode."""
+"""The embedded profile store: ``<data-dir>/profiles.db``, SQLite in WAL mode.
+
+Besides the processor's connection (commits, loads, erasure), every thread that reads single
+profiles (:meth:`SqliteProfileStore.read_profile`, the member view's reads) gets a read-only
+connection of its own: in WAL mode a reader sees the last commit and never waits for a writer.
+"""
 
 from __future__ import annotations
 
@@ -30,6 +35,7 @@ CREATE INDEX IF NOT EXISTS identity_history_member ON identity_history (member_i
 
 _encode = msgspec.msgpack.Encoder().encode
 _decode_identities = msgspec.msgpack.Decoder(dict[str, list[str]]).decode
+SCAN_CHUNK = 500  # profiles read per statement by scan_profiles (no read transaction spans a scan)
 
 
 class SqliteProfileStore:
@@ -46,6 +52,45 @@ class SqliteProfileStore:
         except sqlite3.Error as exc:
             raise StorageUnavailable(f"profile store {path}: {exc}") from exc
         self._lock = threading.Lock()
+        self._local = threading.local()  # each reading thread's own connection
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._closed = False
+
+    def _reader(self) -> sqlite3.Connection:
+        """The calling thread's read-only connection (opened on first use)."""
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            with self._readers_lock:
+                if self._closed:
+                    raise StorageUnavailable(f"profile store {self.path}: closed")
+                with self._storage_errors():
+                    conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+                    conn.execute("PRAGMA query_only=ON")
+                    conn.execute("PRAGMA busy_timeout=10000")
+                self._readers.append(conn)
+            self._local.conn = conn
+        return conn
+
+    def read_profile(self, member_id: str) -> bytes | None:
+        """One member's encoded profile as last committed, or None (any thread; never waits for a commit)."""
+        with self._storage_errors():
+            rows = self._reader().execute("SELECT state FROM profiles WHERE member_id = ?", (member_id,)).fetchall()
+        return rows[0][0] if rows else None
+
+    def scan_profiles(self) -> Iterator[tuple[str, bytes]]:
+        """Every committed (member id, encoded profile) in member id order, read ``SCAN_CHUNK`` at a
+        time on the calling thread's connection, so that a long walk holds no read transaction."""
+        after = ""
+        while True:
+            with self._storage_errors():
+                rows = self._reader().execute(
+                    "SELECT member_id, state FROM profiles WHERE member_id > ? ORDER BY member_id LIMIT ?",
+                    (after, SCAN_CHUNK)).fetchall()
+            yield from rows
+            if len(rows) < SCAN_CHUNK:
+                return
+            after = rows[-1][0]
 
     @contextmanager
     def _storage_errors(self) -> Iterator[None]:
@@ -143,3 +188,8 @@ class SqliteProfileStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+        with self._readers_lock:
+            self._closed = True
+            for conn in self._readers:
+                conn.close()
+            self._readers.clear()
