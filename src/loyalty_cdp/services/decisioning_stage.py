@@ -201,7 +201,7 @@ class DecisioningStage:
                     state = update.segments[segment_id]
                     batch.transitions.append(Transition(segment_id, profile.member_id, state["entries"],
                                                         "entered" if state["member"] else "exited", at))
-                facts = self._facts(profile, at)
+                facts = facts.with_segments(profile)
         config = self._book.at(at)
         if not config.triggers:
             return profile

@@ -141,6 +141,16 @@ class MemberFacts:
         other._allowed = self._allowed
         return other
 
+    def with_segments(self, profile: Profile) -> MemberFacts:
+        """The same facts for ``profile``: the same member, its segment memberships moved (signals,
+        loyalty and scores are shared, not recomputed)."""
+        other = MemberFacts(profile, self.as_of, windows=self.windows, signals=self._signals,
+                            settings=self.settings, event=self.event, automated=self._automated,
+                            consent_policy=self.consent_policy, scores=self.scores, loyalty=self._loyalty)
+        other._traits = self._traits
+        other._allowed = self._allowed
+        return other
+
     def _root(self, namespace: str) -> Any:
         if namespace == "signals":
             return self.signals
