@@ -29,10 +29,11 @@ from __future__ import annotations
 
 import gc
 import logging
+import sys
 import threading
 import time
-from collections import defaultdict
-from collections.abc import Sequence
+from collections import OrderedDict, defaultdict
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
 from typing import Any
 
 import msgspec
@@ -73,17 +74,126 @@ _decode_profile = msgspec.msgpack.Decoder(Profile).decode
 _decode_budgets = msgspec.msgpack.Decoder(CampaignBudgets).decode
 
 
+CACHED_PROFILES = 4_096  # encoded profiles a store-backed view keeps in memory (the latest read)
+
+
+class StoredProfiles(MutableMapping[str, bytes]):
+    """Member id -> encoded profile, with the encoded profiles left in the profile store.
+
+    Only the ids are in memory, plus the ``cache_size`` profiles read most recently (an
+    LRU) and the profiles held across a commit (:meth:`hold`). A miss reads the store's last
+    commit (SQLite: a read-only connection per thread, in-process, no network round trip).
+    The processor publishes after each commit: :meth:`update` and :meth:`pop` name the ids
+    that changed; a cached profile that changed is replaced, so no reader sees an older
+    profile than the view published. ``values()`` and ``items()`` walk the store in chunks.
+    """
+
+    def __init__(self, read: Callable[[str], bytes | None], scan: Callable[[], Iterator[tuple[str, bytes]]],
+                 cache_size: int = CACHED_PROFILES) -> None:
+        self._read = read
+        self._scan = scan
+        self.cache_size = cache_size  # may be changed at any time; applies from the next miss
+        self._ids: set[str] = set()
+        self._cache: OrderedDict[str, bytes] = OrderedDict()
+        self._held: dict[str, bytes] = {}
+        # A miss reads the store and caches under this lock, and a publication replaces cached
+        # profiles under it: a read of a profile older than the one being published cannot land
+        # in the cache after the publication.
+        self._lock = threading.Lock()
+
+    def __getitem__(self, member_id: str) -> bytes:
+        held = self._held.get(member_id)
+        if held is not None:
+            return held
+        with self._lock:
+            if member_id not in self._ids:
+                raise KeyError(member_id)
+            blob = self._cache.get(member_id)
+            if blob is not None:
+                self._cache.move_to_end(member_id)
+                return blob
+            blob = self._read(member_id)
+            if blob is None:  # erased from the store an instant before the view
+                raise KeyError(member_id)
+            self._cache[member_id] = blob
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+            return blob
+
+    def __contains__(self, member_id: object) -> bool:
+        return member_id in self._ids
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._ids))
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __setitem__(self, member_id: str, blob: bytes) -> None:
+        self.update({member_id: blob})
+
+    def __delitem__(self, member_id: str) -> None:
+        if member_id not in self._ids:
+            raise KeyError(member_id)
+        self.pop(member_id)
+
+    def update(self, profiles: Any = (), /, **_: Any) -> None:
+        """Publish committed profiles: their ids, and the new profile of any that is cached."""
+        items = profiles.items() if isinstance(profiles, Mapping) else profiles
+        with self._lock:
+            for member_id, blob in items:
+                self._ids.add(sys.intern(member_id))
+                if member_id in self._cache:
+                    self._cache[member_id] = blob
+
+    def pop(self, member_id: str, *default: Any) -> Any:
+        """Forget a member (its profile was removed from the store, or is about to be)."""
+        with self._lock:
+            held = self._held.pop(member_id, None)
+            cached = self._cache.pop(member_id, None)
+            if member_id not in self._ids:
+                if default:
+                    return default[0]
+                raise KeyError(member_id)
+            self._ids.discard(member_id)
+        return held if held is not None else cached
+
+    def hold(self, member_ids: Iterable[str]) -> None:
+        """Keep these members' current profiles in memory until they are popped: a commit is about
+        to delete them from the store while the identifier index still points at them."""
+        for member_id in member_ids:
+            try:
+                self._held[member_id] = self[member_id]
+            except KeyError:
+                continue
+
+    def values(self) -> Iterator[bytes]:  # type: ignore[override]
+        return (blob for _, blob in self.items())
+
+    def items(self) -> Iterator[tuple[str, bytes]]:  # type: ignore[override]
+        """Every published member's committed profile, walked through the store."""
+        return ((member_id, blob) for member_id, blob in self._scan() if member_id in self._ids)
+
+
 class MemberView:
     """What readers see: identifier -> member id, and member id -> encoded profile.
 
     Only the processor thread writes, entry by entry after each commit; readers (the HTTP
     API) never wait for a batch to finish. A member renamed by a merge is published under
     its new id before its old id is removed, so a reader never finds neither.
+
+    With a store that reads single profiles (the embedded SQLite store), ``profiles`` is a
+    :class:`StoredProfiles`: the encoded profiles stay in the store and only the ids, an LRU
+    of ``cache_size`` profiles and the identifier index are in memory. Otherwise (PostgreSQL,
+    where a read would be a network round trip) it is a dict holding every encoded profile.
     """
 
-    def __init__(self, default_region: str | None) -> None:
+    def __init__(self, default_region: str | None, store: Any = None, cache_size: int = CACHED_PROFILES) -> None:
         self.owner: dict[str, str] = {}
-        self.profiles: dict[str, bytes] = {}
+        self.profiles: MutableMapping[str, bytes] = (
+            StoredProfiles(store.read_profile, store.scan_profiles, cache_size)
+            if hasattr(store, "read_profile") and hasattr(store, "scan_profiles") else {}
+        )
         self._region = default_region
 
     def find(self, kind: str, value: str) -> str | None:
@@ -94,6 +204,20 @@ class MemberView:
     def profile(self, member_id: str) -> Profile | None:
         blob = self.profiles.get(member_id)
         return None if blob is None else _decode_profile(blob)
+
+    def hold(self, member_ids: Iterable[str]) -> None:
+        """Before a commit removes these members' profiles from the store: keep them readable until
+        :meth:`publish` has pointed their identifiers elsewhere and the processor has popped them."""
+        if isinstance(self.profiles, StoredProfiles):
+            self.profiles.hold(member_ids)
+
+    def publish(self, member: Member) -> None:
+        """Point each of the member's identifiers at it. The keys are interned, as the identity
+        graph's are, so that the two indexes share one string per identifier."""
+        owner, member_id = self.owner, member.id
+        for kind, values in member.identities.items():
+            for value in values:
+                owner[sys.intern(identifier_key(kind, value))] = member_id
 
     def __len__(self) -> int:
         return len(self.profiles)
@@ -118,7 +242,7 @@ class Processor:
         self.offset = snapshot.offset
         self._horizon = snapshot.offset  # history reads stop here: what the log held for this batch
         self._graph = IdentityGraph(self._rules, snapshot.members)
-        self.view = MemberView(self._rules.default_region)
+        self.view = MemberView(self._rules.default_region, store)
         self.view.profiles.update(snapshot.profiles)
         for member in snapshot.members:
             self._publish_identities(member)
@@ -280,6 +404,7 @@ class Processor:
         if self.decisioning is not None:
             self.decisioning.write(batch)
         encoded = {member_id: _encode(profile) for member_id, profile in updated.items()}
+        self.view.hold(removed)
         self._store.commit(Changes(
             offset=last_offset, members=members, removed_members=list(resolution.renamed),
             profiles=encoded, removed_profiles=removed, renamed=resolution.renamed,
@@ -481,9 +606,7 @@ class Processor:
         return [e for e in stored if e.offset <= self._horizon]
 
     def _publish_identities(self, member: Member) -> None:
-        for kind, values in member.identities.items():
-            for value in values:
-                self.view.owner[identifier_key(kind, value)] = member.id
+        self.view.publish(member)
 
 
 def _consent(profile: Profile) -> ConsentState:
