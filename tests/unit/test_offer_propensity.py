@@ -1,7 +1,10 @@
-"""Offer propensities: features and labels read only their side of the cut-off, the scoring run stores
-``scores.propensity.<name>`` with a reason, and on simulated members each beats its one-feature baseline."""
+"""Offer propensities: features and labels read only their side of the cut-off, the scoring run fits on one
+window, calibrates on the next and stores ``scores.propensity.<name>`` with a reason and a loadable model, and
+on simulated members each beats its one-feature baseline on a later window."""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
@@ -14,10 +17,12 @@ from loyalty_cdp.core.predictions.offer_propensity import (
     TARGETS,
     OfferPropensityConfig,
     Target,
+    fit_offer_propensities,
     labels,
     member_features,
     repeat_lines,
 )
+from loyalty_cdp.core.predictions.propensity import PropensityModel
 from loyalty_cdp.core.predictions.run import score_history
 from loyalty_cdp.core.predictions.scoring import ScoringConfig
 from loyalty_cdp.errors import InvalidInput
@@ -93,3 +98,44 @@ def test_each_propensity_beats_its_baseline_on_a_later_window() -> None:
         assert result.auc > result.auc_baseline, result.target.name
         assert result.brier < result.brier_base_rate, result.target.name
         assert result.mean_predicted == pytest.approx(result.base_rate, abs=0.05), result.target.name
+
+
+def test_the_run_fits_on_one_window_calibrates_on_the_next_and_stores_a_loadable_model() -> None:
+    sim = simulated_history(400, 200, seed=4)
+    run = score_history(sim.history, sim.end_ms, ScoringConfig())
+    for name, figures in run.models.metrics["propensity"].items():
+        assert figures["calibration"] == "sigmoid", name
+        assert figures["out_of_time_auc"] > 0.7, name
+        assert figures["train_rows"] > 300 and figures["calibration_rows"] >= figures["train_rows"], name
+    # The stored artefact rebuilds the model that produced the stored scores.
+    stored = json.loads(json.dumps(run.artefact()["propensity"]["models"]["win_back"]))
+    model = PropensityModel.from_dict(stored)
+    features = member_features(sim.history, sim.end_ms)
+    predicted = np.round(model.predict(features.values), 4)
+    row_of = {member: row for row, member in enumerate(run.member_ids.tolist())}
+    for code, probability in zip(features.members.tolist()[:50], predicted.tolist()[:50], strict=True):
+        assert run.scores[row_of[sim.history.member_ids[code]]]["propensity"]["win_back"] == probability
+
+
+def test_a_history_shorter_than_two_horizons_is_fitted_uncalibrated() -> None:
+    builder = HistoryBuilder()
+    for member_id in range(80):  # half of them stop buying before the calibration window
+        for day in range(0, 40 if member_id % 2 else 18, 3 + member_id % 9):
+            order(builder, f"m{member_id}", day, "p")
+    fitted = fit_offer_propensities(builder.build(), START + 41 * DAY_MS, OfferPropensityConfig(
+        targets=(Target("win_back", 21, "place an order"),)))
+    assert fitted.models["win_back"].calibration is None
+    assert fitted.metrics["win_back"]["calibration"].startswith("none: 0 of 0 members")
+
+
+def test_a_sample_of_members_has_the_features_they_have_in_the_whole_history() -> None:
+    history = simulated_history(300, 120, seed=2).history
+    cut = int(history.order_time.max()) - 20 * DAY_MS
+    whole = member_features(history, cut)
+    keep = np.zeros(history.member_ids.size, dtype=bool)
+    keep[whole.members[::3]] = True
+    sample = member_features(history.restricted_to(keep), cut)
+    np.testing.assert_array_equal(sample.members, whole.members[::3])
+    np.testing.assert_allclose(sample.values, whole.values[::3])
+    fitted = fit_offer_propensities(history, cut + 20 * DAY_MS, OfferPropensityConfig(fit_sample=100))
+    assert all(figures["calibration_rows"] <= 100 for figures in fitted.metrics.values())

@@ -10,11 +10,13 @@ The decisioning core reads ``scores.propensity.<name>`` (a probability) for an o
 * ``wishlist``: the member buys a product they had put on their wishlist before the cut-off.
 
 Every name shares one member feature matrix (:data:`FEATURES`), read from the history up to the
-cut-off only. A run fits each model on the cut-off ``horizon`` days before ``as_of`` (its labels
-are the days up to ``as_of``, the most recent complete window) and scores the features as of
-``as_of``: a time-based split. The models are :func:`~.propensity.fit_propensity` (L2 logistic
-regression by maximum likelihood), so their predictions are calibrated in the large on the
-training window; ``eval/offer_propensity.py`` measures AUC and calibration on a later window.
+cut-off only. A run works on two complete windows before ``as_of``, a time-based split: it fits
+each model (:func:`~.propensity.fit_propensity`, scikit-learn's L2 logistic regression on
+standardised features) on the cut-off ``2 x horizon`` days before ``as_of`` (labels: the horizon
+after it), calibrates it (``CalibratedClassifierCV``, sigmoid by default) on the cut-off
+``horizon`` days before ``as_of`` (labels: the days up to ``as_of``), where it also measures the
+model's out-of-time AUC, and scores the features as of ``as_of`` with NumPy.
+``eval/offer_propensity.py`` measures AUC, Brier score and calibration on a later window still.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from loyalty_cdp.core.predictions.history import PurchaseHistory
-from loyalty_cdp.core.predictions.propensity import PropensityModel, auc, fit_propensity
+from loyalty_cdp.core.predictions.propensity import CALIBRATION_METHODS, PropensityModel, auc, fit_propensity
 from loyalty_cdp.core.profile import DAY_MS
 from loyalty_cdp.errors import InvalidInput
 
@@ -77,11 +79,14 @@ TARGETS: tuple[Target, ...] = (
 
 @dataclass(frozen=True, slots=True)
 class OfferPropensityConfig:
-    """Which propensities a run fits, on how many training rows (seeded sample) and with what penalty."""
+    """Which propensities a run fits, on how many members (seeded sample), with what penalty and calibration."""
 
     targets: tuple[Target, ...] = TARGETS
-    fit_sample: int = 200_000
+    # 100,000 members fit 15 coefficients and a 2-parameter calibration with room to spare (the
+    # simulator's 3,000 do); more only lengthens a 1M-member run.
+    fit_sample: int = 100_000
     l2: float = 1.0
+    calibration: str = "sigmoid"
     # A model is fitted only with at least this many members of each class in its training window.
     min_class: int = 20
 
@@ -96,6 +101,8 @@ class OfferPropensityConfig:
                 raise InvalidInput("horizon_days", "must be between 1 and 365 days")
         if self.fit_sample < 100 or self.min_class < 1 or not self.l2 >= 0:
             raise InvalidInput("fit_sample", "fit_sample >= 100, min_class >= 1 and l2 >= 0 are required")
+        if self.calibration not in CALIBRATION_METHODS:
+            raise InvalidInput("calibration", f"must be one of {CALIBRATION_METHODS}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +111,18 @@ class MemberFeatures:
 
     members: IntArray
     values: FloatArray
+
+
+def distinct(values: IntArray) -> IntArray:
+    """The sorted distinct values: sort and drop repeats (NumPy 2's hash-based ``np.unique`` is ~40x
+    slower on wide-ranged int64 keys such as member x day)."""
+    ordered = np.sort(values)
+    if ordered.size == 0:
+        return np.asarray(ordered, dtype=np.int64)
+    keep = np.empty(ordered.size, dtype=bool)
+    keep[0] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=keep[1:])
+    return np.asarray(ordered[keep], dtype=np.int64)
 
 
 def _per_member(codes: IntArray, size: int, weights: FloatArray | None = None) -> FloatArray:
@@ -116,18 +135,34 @@ def _last(codes: IntArray, times: IntArray, size: int) -> IntArray:
     return last
 
 
+def _time_rank(times: IntArray) -> IntArray:
+    """Each time's dense rank among the distinct times (cheap when they come in order, as from the log)."""
+    if times.size < 2 or bool((times[1:] >= times[:-1]).all()):
+        return np.concatenate([np.zeros(min(times.size, 1), dtype=np.int64), np.cumsum(times[1:] != times[:-1])])
+    return np.asarray(np.searchsorted(distinct(times), times), dtype=np.int64)
+
+
 def repeat_lines(history: PurchaseHistory) -> BoolArray:
     """Whether each line's product had been bought by its member in an earlier order."""
     key = history.line_member * max(history.product_ids.size, 1) + history.line_product
-    order = np.lexsort((history.line_time, key))
-    sorted_key = key[order]
+    if key.size == 0:
+        return np.zeros(0, dtype=bool)
+    rank = _time_rank(history.order_time)[history.line_order]
+    bits = max(int(rank.max()).bit_length(), 1)
+    if int(key.max()) < 1 << (62 - bits):  # (key, time) packed in one int64: one sort, no gathers
+        packed = (key << bits) | rank
+        order = np.argsort(packed)
+        ordered = np.sort(packed)
+        sorted_key, sorted_rank = ordered >> bits, ordered & ((1 << bits) - 1)
+    else:
+        order = np.lexsort((rank, key))
+        sorted_key, sorted_rank = key[order], rank[order]
     first = np.ones(order.size, dtype=bool)
     first[1:] = sorted_key[1:] != sorted_key[:-1]
     # A product bought twice in one order is not a repeat of itself: same time as the first line.
-    sorted_time = history.line_time[order]
-    first_time = np.maximum.accumulate(np.where(first, np.arange(order.size), 0))
+    first_rank = sorted_rank[first][np.cumsum(first) - 1]
     repeat = np.empty(order.size, dtype=bool)
-    repeat[order] = sorted_time > sorted_time[first_time]
+    repeat[order] = sorted_rank > first_rank
     return repeat
 
 
@@ -139,25 +174,27 @@ def member_features(history: PurchaseHistory, as_of_ms: int, repeat: BoolArray |
         raise InvalidInput("repeat", "one flag per order line is required")
     today = as_of_ms // DAY_MS
     past = history.order_time <= as_of_ms
-    members = np.unique(history.order_member[past])
     o_member, o_day = history.order_member[past], history.order_time[past] // DAY_MS
-    day_cells = np.unique(o_member * (1 << 32) + o_day)
+    day_cells = distinct(o_member * (1 << 32) + o_day)  # sorted by member, then day
     d_member, d_day = day_cells >> 32, day_cells & ((1 << 32) - 1)
+    starts = np.flatnonzero(np.r_[True, d_member[1:] != d_member[:-1]]) if d_member.size else d_member
+    ends = np.r_[starts[1:] - 1, d_member.size - 1] if d_member.size else d_member
+    members = d_member[starts]
 
     def days_within(window: int) -> FloatArray:
         return _per_member(d_member[d_day > today - window], size)[members]
 
-    last_day = _last(d_member, d_day, size)[members]
-    first_day = np.full(size, np.iinfo(np.int64).max, dtype=np.int64)
-    np.minimum.at(first_day, d_member, d_day)
+    last_day = d_day[ends]
+    first_day = np.zeros(size, dtype=np.int64)
+    first_day[members] = d_day[starts]
     recent = past & (history.order_time // DAY_MS > today - 365)
     spend = _per_member(history.order_member[recent], size, history.order_total[recent])[members]
     line_past = past[history.line_order]
     line_member = history.line_member[line_past]
     items = _per_member(line_member, size)[members]
     repeats = _per_member(line_member[repeat[line_past]], size)[members]
-    discounted = np.zeros(history.order_time.size, dtype=np.float64)
-    np.add.at(discounted, history.line_order, history.line_discount > 0)
+    discounted = np.bincount(history.line_order, weights=(history.line_discount > 0).astype(np.float64),
+                             minlength=history.order_time.size)
     orders = _per_member(o_member, size)[members]
     with_discount = _per_member(o_member, size, (discounted[past] > 0).astype(np.float64))[members]
 
@@ -227,24 +264,28 @@ def _label_win_back(history: PurchaseHistory, as_of_ms: int, horizon_days: int) 
 
 
 def _bought_again(history: PurchaseHistory, as_of_ms: int, horizon_days: int, before_keys: IntArray) -> IntArray:
+    """Members of the window's lines whose (member, product) key is in ``before_keys`` (sorted, distinct)."""
     products = max(history.product_ids.size, 1)
     window = _after(history.line_time, as_of_ms, horizon_days)
     keys = history.line_member[window] * products + history.line_product[window]
-    return keys[np.isin(keys, before_keys)] // products
+    if before_keys.size == 0:
+        return keys[:0]
+    position = np.minimum(np.searchsorted(before_keys, keys), before_keys.size - 1)  # np.isin hashes: slow
+    return keys[before_keys[position] == keys] // products
 
 
 def _label_replenishment(history: PurchaseHistory, as_of_ms: int, horizon_days: int) -> IntArray:
     products = max(history.product_ids.size, 1)
     before = history.line_time <= as_of_ms
     return _bought_again(history, as_of_ms, horizon_days,
-                         np.unique(history.line_member[before] * products + history.line_product[before]))
+                         distinct(history.line_member[before] * products + history.line_product[before]))
 
 
 def _label_wishlist(history: PurchaseHistory, as_of_ms: int, horizon_days: int) -> IntArray:
     products = max(history.product_ids.size, 1)
     added = history.wishlist_time <= as_of_ms
     return _bought_again(history, as_of_ms, horizon_days,
-                         np.unique(history.wishlist_member[added] * products + history.wishlist_product[added]))
+                         distinct(history.wishlist_member[added] * products + history.wishlist_product[added]))
 
 
 _LABELS = {
@@ -286,36 +327,73 @@ def _sample(size: int, limit: int, seed: int) -> IntArray:
     return np.sort(np.random.default_rng(seed).choice(size, limit, replace=False))
 
 
+def _classes(outcome: BoolArray, target: Target, window: str, min_class: int) -> str | None:
+    """Why ``outcome`` cannot train or calibrate (too few of a class), or None."""
+    positives = int(outcome.sum())
+    if min(positives, outcome.size - positives) >= min_class:
+        return None
+    return (f"{positives} of {outcome.size} members did it in the {target.horizon_days} days after the "
+            f"{window} cut-off; at least {min_class} of each class are needed")
+
+
 def fit_offer_propensities(history: PurchaseHistory, as_of_ms: int, config: OfferPropensityConfig,
                            *, seed: int = 0, repeat: BoolArray | None = None) -> OfferPropensities:
-    """Fit each target on the cut-off ``horizon_days`` before ``as_of_ms`` (labels up to ``as_of_ms``).
+    """Fit each target on the cut-off ``2 x horizon_days`` before ``as_of_ms`` and calibrate it on the
+    cut-off ``horizon_days`` before it (labels up to ``as_of_ms``), on up to ``config.fit_sample``
+    members (a seeded sample, drawn before any feature is computed).
 
-    A target whose training window has fewer than ``config.min_class`` members of either class
+    A target whose calibration window has fewer than ``config.min_class`` members of either class
     (no redemptions recorded yet, a history shorter than the horizon) is skipped with its reason.
+    One whose earlier, training window has too few (a history shorter than two horizons) is fitted
+    on the calibration window alone and left uncalibrated, with the reason in its metrics.
     """
     history = history.until(as_of_ms)
+    members = distinct(history.order_member)
+    chosen = members[_sample(members.size, config.fit_sample, seed)]
+    if chosen.size < members.size:
+        keep = np.zeros(history.member_ids.size, dtype=bool)
+        keep[chosen] = True
+        history = history.restricted_to(keep)
+        repeat = None
     repeat = repeat_lines(history) if repeat is None else repeat
     models: dict[str, PropensityModel] = {}
     skipped: dict[str, str] = {}
     metrics: dict[str, dict[str, Any]] = {}
-    by_horizon: dict[int, MemberFeatures] = {}
+    by_cut: dict[int, MemberFeatures] = {}
+
+    def window(cut: int) -> MemberFeatures:
+        if cut not in by_cut:
+            by_cut[cut] = member_features(history, cut, repeat)
+        return by_cut[cut]
+
     for target in config.targets:
-        cut = as_of_ms - target.horizon_days * DAY_MS
-        if target.horizon_days not in by_horizon:
-            by_horizon[target.horizon_days] = member_features(history, cut, repeat)
-        train = by_horizon[target.horizon_days]
-        rows = _sample(train.members.size, config.fit_sample, seed)
-        features, outcome = train.values[rows], labels(history, target, train, cut)[rows]
-        positives = int(outcome.sum())
-        if min(positives, outcome.size - positives) < config.min_class:
-            skipped[target.name] = (f"{positives} of {outcome.size} members did it in the {target.horizon_days} days "
-                                    f"to the as-of date; at least {config.min_class} of each class are needed")
+        calibration_cut = as_of_ms - target.horizon_days * DAY_MS
+        fit_cut = calibration_cut - target.horizon_days * DAY_MS
+        later = window(calibration_cut)
+        later_outcome = labels(history, target, later, calibration_cut)
+        reason = _classes(later_outcome, target, "calibration", config.min_class)
+        if reason is not None:
+            skipped[target.name] = reason
             continue
-        model = fit_propensity(features, outcome, l2=config.l2)
+        earlier = window(fit_cut)
+        outcome = labels(history, target, earlier, fit_cut)
+        uncalibrated = _classes(outcome, target, "training", config.min_class)
+        figures: dict[str, Any] = {"horizon_days": target.horizon_days}
+        if uncalibrated is None:
+            model = fit_propensity(earlier.values, outcome, l2=config.l2, calibration_features=later.values,
+                                   calibration_labels=later_outcome, method=config.calibration)
+            figures |= {"train_rows": int(outcome.size), "base_rate": float(outcome.mean()),
+                        "train_auc": auc(model.predict(earlier.values), outcome),
+                        "calibration": config.calibration, "calibration_rows": int(later_outcome.size),
+                        "calibration_base_rate": float(later_outcome.mean()),
+                        "out_of_time_auc": auc(model.logit(later.values), later_outcome)}
+        else:
+            model = fit_propensity(later.values, later_outcome, l2=config.l2)
+            figures |= {"train_rows": int(later_outcome.size), "base_rate": float(later_outcome.mean()),
+                        "train_auc": auc(model.predict(later.values), later_outcome),
+                        "calibration": f"none: {uncalibrated}"}
         models[target.name] = model
-        metrics[target.name] = {"horizon_days": target.horizon_days, "train_rows": int(outcome.size),
-                                "base_rate": float(outcome.mean()), "converged": model.converged,
-                                "train_auc": auc(model.predict(features), outcome)}
+        metrics[target.name] = figures | {"converged": model.converged}
     return OfferPropensities(models, skipped, metrics)
 
 
@@ -329,26 +407,39 @@ class PropensityScores:
 
 
 def score_offer_propensities(fitted: OfferPropensities, features: MemberFeatures) -> PropensityScores:
-    """Every fitted model applied to ``features``; the top input is the largest term w_j (x_j - mean_j) / s_j."""
+    """Every fitted model applied to ``features``; the top input is the largest term w_j (x_j - mean_j) / s_j
+    (:meth:`~.propensity.PropensityModel.terms`)."""
     probability: dict[str, FloatArray] = {}
     top: dict[str, IntArray] = {}
     for name, model in fitted.models.items():
         probability[name] = model.predict(features.values)
-        terms = (features.values - model.mean) / model.scale * model.weights
-        top[name] = np.asarray(np.argmax(terms, axis=1), dtype=np.int64)
+        top[name] = np.asarray(np.argmax(model.terms(features.values), axis=1), dtype=np.int64)
     return PropensityScores(features.members, probability, top)
 
 
-def propensity_reason(target: Target, probability: float, feature: int, value: float) -> dict[str, str]:
-    """``{"code": "propensity_<name>", "text": ...}``: the chance and the input that raised it most."""
+_SHARES = frozenset({"repeat_share", "discount_share"})
+_LOGGED_COLUMN = np.array([name in _LOGGED for name, _ in FEATURES])
+_SHARE_COLUMN = np.array([name in _SHARES for name, _ in FEATURES])
+
+
+def shown_amounts(feature: IntArray, value: FloatArray) -> FloatArray:
+    """The whole number a reason shows for each (input, value): counts and days back from log1p, shares as
+    percentages, the never-redeemed flag as 0 or 1."""
+    logged, share = _LOGGED_COLUMN[feature], _SHARE_COLUMN[feature]
+    shown = np.where(logged, np.expm1(np.where(logged, value, 0.0)), np.where(share, value * 100, value))
+    return np.asarray(np.rint(shown), dtype=np.float64)
+
+
+def propensity_reason(target: Target, percent: int, feature: int, shown: float) -> dict[str, str]:
+    """``{"code": "propensity_<name>", "text": ...}``: the chance (whole percent) and the input that raised it
+    most, with its :func:`shown_amounts` value."""
     name, words = FEATURES[feature]
-    shown = float(np.expm1(value)) if name in _LOGGED else value
-    if name in ("repeat_share", "discount_share"):
-        amount = f"{shown:.0%}"
+    if name in _SHARES:
+        amount = f"{shown:.0f}%"
     elif name == "never_redeemed":
         amount = "yes" if shown else "no"
     else:
         amount = f"{shown:.0f}"
     return {"code": f"propensity_{target.name}",
-            "text": f"{probability:.0%} chance you {target.action} in the next {target.horizon_days} days; "
+            "text": f"{percent}% chance you {target.action} in the next {target.horizon_days} days; "
                     f"strongest input: {words}: {amount}"}

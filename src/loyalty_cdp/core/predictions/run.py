@@ -32,6 +32,7 @@ from loyalty_cdp.core.predictions.offer_propensity import (
     propensity_reason,
     repeat_lines,
     score_offer_propensities,
+    shown_amounts,
 )
 from loyalty_cdp.core.predictions.personas import PersonaConfig, assign_personas, persona_signals
 from loyalty_cdp.core.predictions.replenishment import member_replenishment, predict_replenishment
@@ -155,17 +156,20 @@ def _add_propensities(history: PurchaseHistory, as_of_ms: int, config: ScoringCo
     row_of[member_codes] = np.arange(member_codes.size)
     rows = row_of[scored.members].tolist()
     targets = [target for target in config.propensity.targets if target.name in fitted.models]
-    memo: dict[tuple[str, str, int, float], Reason] = {}
     for target in targets:
-        probabilities = np.round(scored.probability[target.name], 4)
-        tops = scored.top_feature[target.name]
-        top_values = np.round(features.values[np.arange(tops.size), tops], 6).tolist()
-        for row, probability, top, value in zip(rows, probabilities.tolist(), tops.tolist(), top_values, strict=True):
-            score_dicts[row]["propensity"][target.name] = probability
-            key = (target.name, f"{probability:.0%}", top, value)
+        name = target.name
+        probabilities = np.round(scored.probability[name], 4)
+        percents = np.rint(probabilities * 100).astype(np.int64).tolist()  # the reason's whole percent
+        tops = scored.top_feature[name]
+        shown = shown_amounts(tops, features.values[np.arange(tops.size), tops]).tolist()
+        memo: dict[tuple[int, int, float], Reason] = {}  # one reason per (percent, input, amount shown)
+        for row, probability, percent, top, amount in zip(rows, probabilities.tolist(), percents, tops.tolist(),
+                                                          shown, strict=True):
+            score_dicts[row]["propensity"][name] = probability
+            key = (percent, top, amount)
             reason = memo.get(key)
             if reason is None:
-                reason = memo[key] = propensity_reason(target, probability, top, value)
+                reason = memo[key] = propensity_reason(target, percent, top, amount)
             explanations[row].append(reason)
     return fitted
 
