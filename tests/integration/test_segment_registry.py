@@ -20,13 +20,18 @@ from loyalty_cdp.core.profile import DAY_MS, Profile, fold
 from loyalty_cdp.core.segments import holds, update_memberships
 from loyalty_cdp.errors import Conflict, InvalidInput, NotFound
 from loyalty_cdp.programs import retail_program_path
-from loyalty_cdp.services.segments import SegmentRegistry, decoded_profiles
+from loyalty_cdp.services.segments import SegmentRegistry
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 NOW = T0 + 200 * DAY_MS
 BIG_SPENDERS = {"id": "big-spenders", "name": "Big spenders",
                 "when": {"field": "signals.monetary.total_spend", "gte": 300}}
 
+
+
+def decoded_profiles(profiles: dict[str, bytes]) -> Iterator[Profile]:
+    """The profiles of a member view's encoded profiles, decoded one by one (as ``MemberView.all_profiles``)."""
+    return (msgspec.msgpack.decode(blob, type=Profile) for blob in profiles.values())
 
 def order(member: int, n: int, at: int, total: float, category: str) -> DecodedEvent:
     properties = {"order_id": f"o-{member}-{n}", "total": total,

@@ -227,7 +227,10 @@ async def liability(request: Request) -> Response:
     require(components.keys, key_from_header(request), "admin")
     engine = _engine(components)
     now = int(time.time() * 1000)
-    states = (s for s in (loyalty_state(p) for p in map(components.processor.view.profile,
-                                                            list(components.processor.view.profiles))) if s)
-    report = await asyncio.to_thread(liability_report, engine.book, list(states), now)
+    view = components.processor.view
+
+    def report_now() -> Any:  # in a worker thread: it reads every member's profile
+        return liability_report(engine.book, [s for s in map(loyalty_state, view.all_profiles()) if s], now)
+
+    report = await asyncio.to_thread(report_now)
     return json_response(msgspec.structs.asdict(report))

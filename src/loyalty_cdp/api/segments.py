@@ -24,7 +24,7 @@ from loyalty_cdp.api.ingest import read_body
 from loyalty_cdp.core.events import format_time
 from loyalty_cdp.core.profile import DAY_MS
 from loyalty_cdp.errors import InvalidInput
-from loyalty_cdp.services.segments import Preview, Recomputation, SegmentInfo, decoded_profiles
+from loyalty_cdp.services.segments import Preview, Recomputation, SegmentInfo
 
 router = APIRouter(prefix="/v1/segments", tags=["segments"])
 
@@ -101,10 +101,8 @@ async def preview(request: Request) -> Response:
     components = _components(request, "read")
     raw = await _json_body(request)
     now = int(time.time() * 1000)
-    profiles = components.processor.view.profiles
-    population = len(profiles)
-    result: Preview = await asyncio.to_thread(components.segments.preview, raw, decoded_profiles(profiles),
-                                              population, now)
+    view = components.processor.view
+    result: Preview = await asyncio.to_thread(components.segments.preview, raw, view.all_profiles(), len(view), now)
     estimate = result.estimate
     return json_response({
         "when": result.definition.when,
@@ -130,7 +128,7 @@ async def define(request: Request) -> Response:
     info, created = components.segments.define(raw)
     now = int(time.time() * 1000)
     result: Recomputation = await asyncio.to_thread(components.segments.recompute, info.definition.id,
-                                                    decoded_profiles(components.processor.view.profiles), now)
+                                                    components.processor.view.all_profiles(), now)
     # The members who moved get their Segment Entered / Exited events and triggers now.
     await asyncio.to_thread(components.processor.reevaluate, [t.member_id for t in result.transitions], now)
     body = render(info, result.size, None)

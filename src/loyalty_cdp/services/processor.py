@@ -205,6 +205,15 @@ class MemberView:
         blob = self.profiles.get(member_id)
         return None if blob is None else _decode_profile(blob)
 
+    def all_profiles(self) -> Iterator[Profile]:
+        """Every member's profile, decoded one at a time (for batch work, in a worker thread).
+
+        From the store a scan reads them in pages and leaves the cache of hot members alone; a
+        dict is copied first (one C-level copy, atomic under the GIL), so the processor can keep
+        publishing while the caller walks the copy."""
+        blobs = self.profiles.values() if isinstance(self.profiles, StoredProfiles) else dict(self.profiles).values()
+        return (_decode_profile(blob) for blob in blobs)
+
     def hold(self, member_ids: Iterable[str]) -> None:
         """Before a commit removes these members' profiles from the store: keep them readable until
         :meth:`publish` has pointed their identifiers elsewhere and the processor has popped them."""

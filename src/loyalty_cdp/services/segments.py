@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Literal
 
 import msgspec
@@ -106,15 +106,6 @@ class _ApiSegment(msgspec.Struct, frozen=True):
     raw: dict[str, Any]
     created_at: int
     updated_at: int
-
-
-def decoded_profiles(profiles: Mapping[str, bytes]) -> Iterator[Profile]:
-    """The profiles of a member view's ``profiles`` (member id -> encoded profile), decoded one by one.
-
-    The mapping is copied first (one C-level copy, atomic under the GIL), so the processor can
-    keep publishing while a recomputation walks the copy."""
-    for blob in dict(profiles).values():
-        yield _decode_profile(blob)
 
 
 class SegmentRegistry:
