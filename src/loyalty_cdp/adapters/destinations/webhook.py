@@ -189,22 +189,7 @@ class WebhookDestination:
         url = httpx.URL(message.recipient or self.url)
         if url.scheme not in ("http", "https") or not url.host:
             raise PermanentFailure(f"not an http(s) URL: {str(url)[:200]}")
-        port = url.port or (443 if url.scheme == "https" else 80)
-        address = await resolve_allowed(url.host, port, self._allowed)
-        body = webhook_body(message)
-        headers = {
-            "Content-Type": "application/json",
-            "Host": url.netloc.decode("ascii"),
-            "Idempotency-Key": message.message_id,
-            self._header: sign(self._secret, now_ms // 1000, body),
-        }
-        extensions = {"sni_hostname": url.host} if url.scheme == "https" else {}
-        response = await post(
-            self._client, url.copy_with(host=str(address)), content=body, headers=headers, extensions=extensions
-        )
-        if response.is_success:
-            return Receipt(provider_id=response.headers.get("X-Request-Id"), delivered=True)
-        raise http_failure(response)
+        return await self._post_signed(url, webhook_body(message), message.message_id, now_ms)
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -218,14 +203,17 @@ class WebhookDestination:
         one erasure, so the receiver can drop repeats). Raises :class:`TransientFailure` or
         :class:`PermanentFailure` like :meth:`send`.
         """
-        url = httpx.URL(self.url)
+        return await self._post_signed(httpx.URL(self.url), erasure_body(event_id, request_id, user_ids, now_ms),
+                                       event_id, now_ms)
+
+    async def _post_signed(self, url: httpx.URL, body: bytes, idempotency_key: str, now_ms: int) -> Receipt:
+        """POST ``body`` signed, to the checked address of ``url`` (see the module docstring on SSRF)."""
         port = url.port or (443 if url.scheme == "https" else 80)
         address = await resolve_allowed(url.host, port, self._allowed)
-        body = erasure_body(event_id, request_id, user_ids, now_ms)
         headers = {
             "Content-Type": "application/json",
             "Host": url.netloc.decode("ascii"),
-            "Idempotency-Key": event_id,
+            "Idempotency-Key": idempotency_key,
             self._header: sign(self._secret, now_ms // 1000, body),
         }
         extensions = {"sni_hostname": url.host} if url.scheme == "https" else {}
