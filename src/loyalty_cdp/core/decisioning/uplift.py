@@ -24,7 +24,6 @@ import math
 import msgspec
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy.stats import binomtest, ttest_ind
 
 from loyalty_cdp.errors import InvalidInput
 
@@ -61,6 +60,8 @@ class GroupOutcomes(msgspec.Struct, frozen=True):
 
 
 def _wilson(successes: int, total: int, confidence: float) -> tuple[float, float]:
+    from scipy.stats import binomtest  # here: scipy.stats takes over a second to import (every server start)
+
     interval = binomtest(successes, total).proportion_ci(confidence_level=confidence, method="wilson")
     return float(interval.low), float(interval.high)
 
@@ -87,6 +88,8 @@ def mean_difference(treated: NDArray[np.float64], control: NDArray[np.float64], 
     if np.var(treated) == 0 and np.var(control) == 0:
         low = high = difference  # no spread at all: the difference is what it is
     else:
+        from scipy.stats import ttest_ind  # here: see above
+
         interval = ttest_ind(treated, control, equal_var=False).confidence_interval(confidence_level=confidence)
         low, high = float(interval.low), float(interval.high)
     return _metric(metric, m1, m2, difference, low, high, "Welch t")

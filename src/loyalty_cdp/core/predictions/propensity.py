@@ -23,16 +23,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
-import sklearn
 from numpy.typing import NDArray
 from scipy.special import expit
-from sklearn.calibration import CalibratedClassifierCV
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.frozen import FrozenEstimator
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import brier_score_loss, roc_auc_score
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
 
 from loyalty_cdp.core.predictions.history import PurchaseHistory
 from loyalty_cdp.core.profile import DAY_MS
@@ -193,6 +185,8 @@ class PropensityModel:
         return np.asarray((features - self.mean) / self.scale * (self.weights * direction), dtype=np.float64)
 
     def to_dict(self) -> dict[str, Any]:
+        import sklearn  # scikit-learn is imported where it is used: it takes a second, and servers only score
+
         return {"model": MODEL_NAME, "fitted_with": f"scikit-learn {sklearn.__version__} LogisticRegression "
                                                     "(lbfgs, L2) on StandardScaler features",
                 "features": list(FEATURES), "intercept": self.intercept, "weights": self.weights.tolist(),
@@ -261,6 +255,13 @@ def fit_propensity(features: FloatArray, labels: NDArray[np.bool_], *, l2: float
     ``sigmoid`` or ``isotonic``), and the map it learnt is kept in the model, so that scoring is
     NumPy only.
     """
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.frozen import FrozenEstimator
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
     _check_rows(features, labels, "")
     if not l2 >= 0:
         raise InvalidInput("l2", "must be non-negative")
@@ -303,6 +304,8 @@ def fit_propensity(features: FloatArray, labels: NDArray[np.bool_], *, l2: float
 
 def auc(scores: FloatArray, labels: NDArray[np.bool_]) -> float:
     """Area under the ROC curve (scikit-learn's ``roc_auc_score``; ties count one half)."""
+    from sklearn.metrics import roc_auc_score
+
     if labels.all() or not labels.any():
         raise InvalidInput("labels", "need both classes for an AUC")
     return float(roc_auc_score(labels, scores))
@@ -310,6 +313,8 @@ def auc(scores: FloatArray, labels: NDArray[np.bool_]) -> float:
 
 def brier_score(probabilities: FloatArray, labels: NDArray[np.bool_]) -> float:
     """Mean squared difference between the probability and the outcome (0 is perfect)."""
+    from sklearn.metrics import brier_score_loss
+
     return float(brier_score_loss(labels, probabilities, pos_label=True))
 
 

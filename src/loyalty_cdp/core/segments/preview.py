@@ -13,7 +13,6 @@ import hashlib
 import msgspec
 import numpy as np
 from numpy.typing import NDArray
-from scipy.stats import binomtest
 
 from loyalty_cdp.errors import InvalidInput
 
@@ -49,6 +48,9 @@ def estimate_size(mask: NDArray[np.bool_], population: int, confidence: float = 
     matched = int(np.count_nonzero(mask))
     if sampled == population:
         return SizeEstimate(matched, sampled, population, matched, matched, matched, confidence, True)
+    # Imported here: scipy.stats takes over a second to import, which every server start would pay.
+    from scipy.stats import binomtest
+
     interval = binomtest(matched, sampled).proportion_ci(confidence_level=confidence, method="wilson")
     return SizeEstimate(matched, sampled, population, round(matched / sampled * population),
                         int(np.floor(interval.low * population)), int(np.ceil(interval.high * population)),
