@@ -4,29 +4,31 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loyalty_cdp.adapters.audit import AUDIT_DB, AuditLog
-from loyalty_cdp.adapters.decisionstore import DecisionStore
-from loyalty_cdp.adapters.eventlog.base import AppendResult, EventLog
 from loyalty_cdp.adapters.keystore import KeyStore, RateLimiter
-from loyalty_cdp.adapters.outbox import OUTBOX_FILE, Outbox
-from loyalty_cdp.adapters.privacy_requests import PrivacyRequestStore
-from loyalty_cdp.adapters.profilestore.base import ProfileStore
-from loyalty_cdp.adapters.scorestore import ScoreStore
-from loyalty_cdp.adapters.suppression import SuppressionList
-from loyalty_cdp.api.metrics import Metrics
-from loyalty_cdp.core.decisioning import DecisioningBook
-from loyalty_cdp.core.loyalty import LoyaltyEngine, ProgramBook
-from loyalty_cdp.core.loyalty.program import VersionError
-from loyalty_cdp.core.segments import LoyaltyReader
-from loyalty_cdp.services.activation import Activation
-from loyalty_cdp.services.appender import GroupCommitAppender
-from loyalty_cdp.services.decisioning_stage import DecisioningStage
-from loyalty_cdp.services.processor import Processor
-from loyalty_cdp.services.scoring import LapseRefresher, ScoringScheduler, score_every_s, scoring_config_for
-from loyalty_cdp.services.segments import SegmentRegistry
 from loyalty_cdp.settings import Settings
+
+# The server's components import most of the package (scikit-learn, Jinja2, the destinations):
+# they are imported where they are built, so that commands needing only a store start at once.
+if TYPE_CHECKING:
+    from loyalty_cdp.adapters.decisionstore import DecisionStore
+    from loyalty_cdp.adapters.eventlog.base import AppendResult, EventLog
+    from loyalty_cdp.adapters.privacy_requests import PrivacyRequestStore
+    from loyalty_cdp.adapters.profilestore.base import ProfileStore
+    from loyalty_cdp.adapters.scorestore import ScoreStore
+    from loyalty_cdp.adapters.suppression import SuppressionList
+    from loyalty_cdp.api.metrics import Metrics
+    from loyalty_cdp.core.decisioning import DecisioningBook
+    from loyalty_cdp.core.loyalty import ProgramBook
+    from loyalty_cdp.core.segments import LoyaltyReader
+    from loyalty_cdp.services.activation import Activation
+    from loyalty_cdp.services.appender import GroupCommitAppender
+    from loyalty_cdp.services.decisioning_stage import DecisioningStage
+    from loyalty_cdp.services.processor import Processor
+    from loyalty_cdp.services.scoring import ScoringScheduler
+    from loyalty_cdp.services.segments import SegmentRegistry
 
 
 def open_event_log(settings: Settings) -> EventLog:
@@ -57,6 +59,8 @@ def open_program(settings: Settings) -> tuple[ProgramBook, DecisioningBook]:
     versions and its segments, offers and triggers, every section validated, errors naming
     file, line and field."""
     from loyalty_cdp.adapters.program_yaml import load_program_source
+    from loyalty_cdp.core.decisioning import DecisioningBook
+    from loyalty_cdp.core.loyalty.program import VersionError
     from loyalty_cdp.programs import retail_program_path
 
     source = load_program_source(settings.program or retail_program_path())
@@ -72,6 +76,9 @@ def open_processor(settings: Settings, event_log: EventLog, batch_size: int = 5_
                    program: tuple[ProgramBook, DecisioningBook] | None = None,
                    decisioning: DecisioningStage | None = None) -> Processor:
     """The processor with the loyalty program; with ``decisioning``, segments, triggers and decisions too."""
+    from loyalty_cdp.core.loyalty import LoyaltyEngine
+    from loyalty_cdp.services.processor import Processor
+
     book = (program or open_program(settings))[0]
     return Processor(event_log, open_profile_store(settings), batch_size=batch_size, loyalty=LoyaltyEngine(book),
                      suppression=suppression or open_suppression(settings), decisioning=decisioning)
@@ -79,6 +86,9 @@ def open_processor(settings: Settings, event_log: EventLog, batch_size: int = 5_
 
 def open_decision_store(settings: Settings) -> DecisionStore:
     """Decisions and segment memberships, in the outbox's file (``<data-dir>/outbox.db``)."""
+    from loyalty_cdp.adapters.decisionstore import DecisionStore
+    from loyalty_cdp.adapters.outbox import OUTBOX_FILE, Outbox
+
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     return DecisionStore(Outbox(settings.data_dir / OUTBOX_FILE))
 
@@ -88,6 +98,10 @@ def open_decisioning_stage(settings: Settings, program: tuple[ProgramBook, Decis
                            activation: Activation | None = None) -> DecisioningStage:
     """Segments (the program's and the API's), triggers and decisions, and the lapse-risk refresh
     after each purchase; with ``activation``, send decisions become outbound messages."""
+    from loyalty_cdp.core.segments import LoyaltyReader
+    from loyalty_cdp.services.decisioning_stage import DecisioningStage
+    from loyalty_cdp.services.scoring import LapseRefresher, scoring_config_for
+
     refresher = LapseRefresher(scores, scoring_config_for(program[1]).lapse_threshold)
     return DecisioningStage(program[1], LoyaltyReader(program[0]), store, lambda: int(time.time() * 1000),
                             scores=scores, segments=segments.current, refresh=refresher.refresh,
@@ -96,6 +110,8 @@ def open_decisioning_stage(settings: Settings, program: tuple[ProgramBook, Decis
 
 
 def open_suppression(settings: Settings) -> SuppressionList:
+    from loyalty_cdp.adapters.suppression import SuppressionList
+
     return SuppressionList(settings.data_dir)
 
 
@@ -151,6 +167,14 @@ class Components:
 
 def build(settings: Settings, metrics: Metrics) -> Components:
     """Open the stores and wire the services. Call inside the server's event loop."""
+    from loyalty_cdp.adapters.privacy_requests import PrivacyRequestStore
+    from loyalty_cdp.adapters.scorestore import ScoreStore
+    from loyalty_cdp.core.segments import LoyaltyReader
+    from loyalty_cdp.services.activation import Activation
+    from loyalty_cdp.services.appender import GroupCommitAppender
+    from loyalty_cdp.services.scoring import ScoringScheduler, score_every_s
+    from loyalty_cdp.services.segments import SegmentRegistry
+
     event_log = open_event_log(settings)
     program = open_program(settings)
     suppression = open_suppression(settings)
