@@ -13,6 +13,7 @@ received. They keep the last :data:`KEPT` items for tests and the demo's curious
 
 from __future__ import annotations
 
+import abc
 import base64
 import collections
 import hmac
@@ -62,8 +63,9 @@ class Received:
 Answer = tuple[int, dict[str, str], bytes]
 
 
-class HttpSink:
-    """A threaded HTTP server on 127.0.0.1 answering every POST with ``handle(path, headers, body)``."""
+class HttpSink(abc.ABC):
+    """A threaded HTTP server on 127.0.0.1 answering every POST with ``handle(path, headers, body)``
+    (each vendor's sink says how)."""
 
     name = "http"
 
@@ -109,8 +111,9 @@ class HttpSink:
                                         name=f"sink-{self.name}", daemon=True)
         self._thread.start()
 
+    @abc.abstractmethod
     def handle(self, path: str, headers: dict[str, str], body: bytes) -> Answer:
-        raise NotImplementedError
+        """The status, headers and body to answer a POST with."""
 
     def _keep(self, item: Received) -> None:
         item.at = time.time()
