@@ -38,6 +38,23 @@ def wait_for(check: Callable[[], T | None], what: str = "a condition", timeout: 
         time.sleep(interval)
 
 
+def stored_client_ids(data_dir: Path) -> list[str]:
+    """Message ids of what clients stored in a data directory's SQLite event log, in log order
+    (the system's own events, :data:`SYSTEM_CHANNELS`, left out)."""
+    from loyalty_cdp.adapters.eventlog.sqlite import SqliteEventLog
+
+    log = SqliteEventLog(data_dir / "events.db")
+    try:
+        ids: list[str] = []
+        after = 0
+        while page := log.read(after, 50_000):
+            ids.extend(e.message_id for e in page if e.channel not in SYSTEM_CHANNELS)
+            after = page[-1].offset
+        return ids
+    finally:
+        log.close()
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -7,22 +7,7 @@ from pathlib import Path
 
 import httpx
 
-from loyalty_cdp.adapters.eventlog.sqlite import SqliteEventLog
-from loyalty_cdp.testing import SYSTEM_CHANNELS, ServerProcess
-
-
-def stored_ids(data_dir: Path) -> list[str]:
-    """Message ids of what clients stored (the loyalty engine's own events left out)."""
-    log = SqliteEventLog(data_dir / "events.db")
-    try:
-        ids: list[str] = []
-        after = 0
-        while page := log.read(after, 50_000):
-            ids.extend(e.message_id for e in page if e.channel not in SYSTEM_CHANNELS)
-            after = page[-1].offset
-        return ids
-    finally:
-        log.close()
+from loyalty_cdp.testing import ServerProcess, stored_client_ids
 
 
 def batch(prefix: str, start: int, size: int) -> dict:
@@ -67,7 +52,7 @@ def test_sigkill_mid_ingest_loses_no_acknowledged_event(tmp_path: Path) -> None:
 
     server.start()
     try:
-        ids = stored_ids(server.data_dir)
+        ids = stored_client_ids(server.data_dir)
     finally:
         server.stop()
     assert len(ids) == len(set(ids)), "an event was stored twice"
@@ -93,5 +78,5 @@ def test_same_batch_replayed_concurrently_and_across_restarts_is_stored_once(tmp
         for thread in threads:
             thread.join()
         server.stop()
-    ids = stored_ids(server.data_dir)
+    ids = stored_client_ids(server.data_dir)
     assert sorted(ids) == sorted(call["messageId"] for call in body["batch"])

@@ -11,26 +11,11 @@ from pathlib import Path
 
 import httpx
 
-from loyalty_cdp.adapters.eventlog.sqlite import SqliteEventLog
-from loyalty_cdp.testing import SYSTEM_CHANNELS, ServerProcess
+from loyalty_cdp.testing import ServerProcess, stored_client_ids
 
 BATCH = 200
 SENDERS = 3
 KILLS = 3
-
-
-def stored_ids(data_dir: Path) -> list[str]:
-    """Message ids of what clients stored (the loyalty engine's own events left out)."""
-    log = SqliteEventLog(data_dir / "events.db")
-    try:
-        ids: list[str] = []
-        after = 0
-        while page := log.read(after, 50_000):
-            ids.extend(e.message_id for e in page if e.channel not in SYSTEM_CHANNELS)
-            after = page[-1].offset
-        return ids
-    finally:
-        log.close()
 
 
 def writer_pid(server: ServerProcess) -> int | None:
@@ -129,7 +114,7 @@ def test_writer_killed_mid_ingest_is_replaced_and_loses_nothing_acknowledged(tmp
     assert set(answers) <= {200, 503}, answers
     # Three kills under continuous load from three clients: requests were in flight at least once.
     assert answers.get(503, 0) > 0, f"no kill landed mid-append, the test proved nothing: {answers}"
-    ids = stored_ids(server.data_dir)
+    ids = stored_client_ids(server.data_dir)
     assert len(ids) == len(set(ids)), "an event was stored twice"
     missing = set(acked) - set(ids)
     assert not missing, f"{len(missing)} acknowledged events lost, e.g. {sorted(missing)[:3]}"
