@@ -235,6 +235,8 @@ class MemberView:
 ADVANCE_EVERY_S = 5.0  # how often due loyalty transitions and the decisioning sweep are looked at
 IDLE_SLICE_S = 0.05  # idle work (due transitions, the sweep) goes on this long, then new events go first
 SWEEP_EVERY_S = 3_600.0  # a full sweep of every member starts at most this often
+STEP_TARGET_S = 0.25  # in the server's loop a step aims at this long, so the back-off is never far away
+FIRST_STEP_EVENTS = 500  # the server's loop starts small and grows towards batch_size at STEP_TARGET_S
 
 
 class Processor:
@@ -247,6 +249,7 @@ class Processor:
         self._store = store
         self._rules = rules or IdentityRules()
         self._batch_size = batch_size
+        self._step_size = min(FIRST_STEP_EVENTS, batch_size)  # the server loop's batch (see _run)
         snapshot = store.load()
         self.offset = snapshot.offset
         self._horizon = snapshot.offset  # history reads stop here: what the log held for this batch
@@ -317,6 +320,10 @@ class Processor:
         fold goes, the sleep ends and the next ``probe_every_s`` of steps run back to back: a
         processor that can keep pace never falls behind for backing off, and catching up on a
         quiet log loses at most ``quiet_s`` per ``probe_every_s``.
+
+        A step's size follows the fold's pace (:func:`next_step_size`): about ``STEP_TARGET_S``
+        of work, so that the back-off starts within that time of a burst (a first step of 5,000
+        new members took 3-7 s, all of it sharing the interpreter lock with the event loop).
         """
         advanced_at = 0.0
         quiet_until = 0.0  # until then, steps follow each other without backing off
@@ -324,8 +331,10 @@ class Processor:
             try:
                 with self._step_lock:
                     started = time.monotonic()
-                    applied = self.step()
+                    size = self._step_size
+                    applied = self.step(size)
                     spent = time.monotonic() - started
+                    self._step_size = next_step_size(size, applied, spent, self._batch_size)
                     if not applied and time.monotonic() - advanced_at >= ADVANCE_EVERY_S:
                         advanced_at = time.monotonic()
                         self.advance_due(int(time.time() * 1000), time.monotonic() + IDLE_SLICE_S)
@@ -334,13 +343,13 @@ class Processor:
                         self.advance_due(int(time.time() * 1000), time.monotonic() + IDLE_SLICE_S)
                     elif not applied and self._sweep:  # so does a sweep under way
                         self.sweep(int(time.time() * 1000))
-                    mark = self._log.last_offset() if applied >= self._batch_size else 0
+                    mark = self._log.last_offset() if applied >= size else 0
             except Exception:  # a store outage must not kill the thread; the batch is retried
                 self.failures += 1
                 log.exception("processor step failed; retrying")
                 self._stopping.wait(1.0)
                 continue
-            if applied >= self._batch_size and started >= quiet_until:
+            if applied >= size and started >= quiet_until:
                 # Behind by a full batch. The step's own appends set the wakeup: only those that
                 # arrive from now on (ingest, activation) count.
                 self._wakeup.clear()
@@ -366,8 +375,9 @@ class Processor:
 
     # -- one batch ---------------------------------------------------------------------------
 
-    def step(self) -> int:
-        stored = self._log.read(self.offset, self._batch_size)
+    def step(self, limit: int | None = None) -> int:
+        """Fold the next ``limit`` events of the log (``batch_size`` by default); returns how many."""
+        stored = self._log.read(self.offset, limit or self._batch_size)
         if not stored:
             return 0
         self._horizon = last_offset = stored[-1].offset
@@ -616,6 +626,16 @@ class Processor:
 
     def _publish_identities(self, member: Member) -> None:
         self.view.publish(member)
+
+
+def next_step_size(size: int, applied: int, spent_s: float, largest: int) -> int:
+    """The next step's size: what the last full step's pace gets done in ``STEP_TARGET_S``,
+    at most twice the last size and within [``FIRST_STEP_EVENTS``, ``largest``]. A step that
+    found fewer events than it asked for says nothing about the pace: the size stays."""
+    if applied < size or spent_s <= 0:
+        return size
+    paced = int(applied / spent_s * STEP_TARGET_S)
+    return max(min(FIRST_STEP_EVENTS, largest), min(paced, 2 * size, largest))
 
 
 def _consent(profile: Profile) -> ConsentState:
