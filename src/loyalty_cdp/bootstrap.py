@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from loyalty_cdp.services.activation import Activation
     from loyalty_cdp.services.appender import GroupCommitAppender
     from loyalty_cdp.services.decisioning_stage import DecisioningStage
+    from loyalty_cdp.services.member_answers import MemberAnswers
     from loyalty_cdp.services.processor import Processor
     from loyalty_cdp.services.scoring import ScoringScheduler
     from loyalty_cdp.services.segments import SegmentRegistry
@@ -143,6 +144,7 @@ class Components:
     activation: Activation
     segments: SegmentRegistry
     scheduler: ScoringScheduler
+    answers: MemberAnswers
 
     async def start(self) -> None:
         self.appender.start()
@@ -172,6 +174,7 @@ def build(settings: Settings, metrics: Metrics) -> Components:
     from loyalty_cdp.core.segments import LoyaltyReader
     from loyalty_cdp.services.activation import Activation
     from loyalty_cdp.services.appender import GroupCommitAppender
+    from loyalty_cdp.services.member_answers import MemberAnswers
     from loyalty_cdp.services.scoring import ScoringScheduler, score_every_s
     from loyalty_cdp.services.segments import SegmentRegistry
 
@@ -211,4 +214,5 @@ def build(settings: Settings, metrics: Metrics) -> Components:
     metrics.watch_scoring(scheduler.status)
     return Components(settings, event_log, keys, metrics, appender, processor, scores, suppression,
                       PrivacyRequestStore(settings.data_dir), open_audit_log(settings), program[1],
-                      LoyaltyReader(program[0]), activation.decisions, activation, segments, scheduler)
+                      LoyaltyReader(program[0]), activation.decisions, activation, segments, scheduler,
+                      MemberAnswers(processor, scores))

@@ -22,6 +22,7 @@ from loyalty_cdp.api import members
 from loyalty_cdp.core.events import normalise, parse_time
 from loyalty_cdp.core.loyalty import LoyaltyEngine
 from loyalty_cdp.programs import retail_program_path
+from loyalty_cdp.services.member_answers import MemberAnswers
 from loyalty_cdp.services.processor import Processor
 
 NOW_S = 1_790_000_000.0
@@ -50,7 +51,9 @@ def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     keys = KeyStore(tmp_path / "keys.db")
     application = FastAPI()
     application.include_router(members.router)
-    application.state.components = SimpleNamespace(processor=processor, keys=keys, scores=ScoreStore(tmp_path))
+    scores = ScoreStore(tmp_path)
+    application.state.components = SimpleNamespace(processor=processor, keys=keys, scores=scores,
+                                                   answers=MemberAnswers(processor, scores))
     application.state.read_key = keys.create(frozenset({"read"}))[0]
     application.state.ingest_key = keys.create(frozenset({"ingest"}))[0]
     monkeypatch.setattr(members.time, "time", lambda: NOW_S)  # both paths answer as of the same instant

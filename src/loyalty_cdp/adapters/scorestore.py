@@ -141,21 +141,17 @@ class ScoreStore:
     def get(self, member_id: str) -> dict[str, Any] | None:
         """The member's latest scores, flat, with ``model_version``, ``as_of``, ``scored_at``
         (ISO-8601), ``scored_for_targeting`` and ``explanation``; None if never scored."""
+        row = self.row(member_id)
+        return None if row is None else scores_of(row)
+
+    def row(self, member_id: str) -> tuple[Any, ...] | None:
+        """The member's stored row as it is, for :func:`scores_of`: a reader that keeps what it
+        made of a row can compare rows instead of decoding again."""
         with self._read_lock:
-            row = self._guard(lambda: self._reader.execute(
+            row: tuple[Any, ...] | None = self._guard(lambda: self._reader.execute(
                 "SELECT targeting, model_version, as_of, scored_at, scores, explanation "
                 "FROM scores WHERE member_id = ?", (member_id,)).fetchone())
-        if row is None:
-            return None
-        targeting, version, as_of, scored_at, scores, explanation = row
-        return {
-            **_decode(scores),
-            "model_version": version,
-            "as_of": format_time(as_of),
-            "scored_at": format_time(scored_at),
-            "scored_for_targeting": bool(targeting),
-            "explanation": _decode(explanation),
-        }
+        return row
 
     def entry(self, member_id: str) -> StoredEntry | None:
         """The member's row as stored (times in epoch ms), or None."""
@@ -306,3 +302,16 @@ class ScoreStore:
             self._reader.close()
             if self._updater is not None:
                 self._updater.close()
+
+
+def scores_of(row: tuple[Any, ...]) -> dict[str, Any]:
+    """A stored row (:meth:`ScoreStore.row`) as :meth:`ScoreStore.get` answers it."""
+    targeting, version, as_of, scored_at, scores, explanation = row
+    return {
+        **_decode(scores),
+        "model_version": version,
+        "as_of": format_time(as_of),
+        "scored_at": format_time(scored_at),
+        "scored_for_targeting": bool(targeting),
+        "explanation": _decode(explanation),
+    }

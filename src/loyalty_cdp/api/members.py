@@ -1,14 +1,16 @@
 """Member reads (Bearer key with ``read``): the unified profile, lookup by any identifier,
-the cross-channel timeline and the identity graph. Served from the processor's in-memory
-view: no round trip to any store for a profile.
+the cross-channel timeline and the identity graph. Served from the processor's view: no
+network round trip for a profile. The profile answers come from
+:class:`~loyalty_cdp.services.member_answers.MemberAnswers`.
 
 The two reads a point of sale makes at checkout (``GET /v1/members/lookup`` and
-``GET /v1/members/{user_id}``) also have a fast path, :class:`FastReads`, an ASGI middleware
-that answers them when they succeed without FastAPI's routing, parameter validation and
-response machinery (about two thirds of a lookup's CPU). It answers only the plain success
-case, byte for byte what the routes answer; anything else (another key scheme, a missing or
-unknown key, a missing scope, the rate limit, an unknown type or member, odd parameters)
-passes through to the routes, which give their usual answer.
+``GET /v1/members/{user_id}``) also have a fast path, :class:`FastReads`, which the app puts
+outside every middleware: it answers them when they succeed without FastAPI's routing,
+parameter validation, middleware stack and response machinery (most of a lookup's CPU). It
+answers only the plain success case, byte for byte what the routes answer; anything else
+(another key scheme, a missing or unknown key, a missing scope, the rate limit, an unknown
+type or member, odd parameters, an error of any kind) passes through to the routes, which give
+their usual answer.
 """
 
 from __future__ import annotations
@@ -24,27 +26,18 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from loyalty_cdp.api.auth import key_from_header, require
 from loyalty_cdp.api.errors import json_response
-from loyalty_cdp.core.events import format_time
+from loyalty_cdp.api.metrics import Metrics
 from loyalty_cdp.core.identifiers import ANONYMOUS_ID, PRIORITY, USER_ID
-from loyalty_cdp.core.loyalty import loyalty_summary
 from loyalty_cdp.core.profile import Profile
-from loyalty_cdp.core.signals import compute_signals
 from loyalty_cdp.errors import InvalidInput, NotFound
-from loyalty_cdp.services.loyalty_stage import loyalty_state
 
 router = APIRouter(prefix="/v1/members", tags=["members"])
 _decode = msgspec.json.Decoder().decode
-_encode = msgspec.json.Encoder().encode  # what json_response encodes with
 PREFIX = "/v1/members/"
 LOOKUP = "lookup"
 MAX_VALUE_CHARS = 256
 
 LOOKUP_TYPES = (*PRIORITY, "card_number")  # "card_number" is an alias of "card"
-LOYALTY_DEFAULTS: dict[str, Any] = {
-    "points_balance": 0, "pending_points": 0, "lifetime_points": 0, "tier": None,
-}
-
-
 def _components(request: Request) -> Any:
     components = request.app.state.components
     require(components.keys, key_from_header(request), "read")
@@ -65,28 +58,11 @@ def _profile(components: Any, member_id: str) -> Profile:
     return profile
 
 
-def _loyalty(components: Any, profile: Profile, as_of: int) -> dict[str, Any]:
-    stage = components.processor.loyalty
-    state = None if stage is None else loyalty_state(profile)
-    if state is None:  # not enrolled (anonymous) or no program
-        return dict(LOYALTY_DEFAULTS)
-    return loyalty_summary(stage.engine.book, state, as_of)
-
-
-def render(components: Any, profile: Profile, as_of: int) -> dict[str, Any]:
-    """The profile as the API answers it: the brief's fields first, then the detail."""
-    return {
-        "user_id": profile.user_id,
-        "member_id": profile.member_id,
-        "identities": profile.identities,
-        "loyalty": _loyalty(components, profile, as_of),
-        "traits": {key: trait.value for key, trait in profile.traits.items()},
-        "traits_updated_at": {key: format_time(trait.updated_at) for key, trait in profile.traits.items()},
-        "signals": compute_signals(profile, as_of),
-        "scores": components.scores.get(profile.member_id) or profile.scores,
-        "segments": profile.segments,
-        "consent": profile.consent,
-    }
+def _answer(components: Any, member_id: str) -> Response:
+    body: bytes | None = components.answers.answer(member_id, int(time.time() * 1000))
+    if body is None:
+        raise NotFound(f"no member {member_id!r}")
+    return Response(body, media_type="application/json")
 
 
 @router.get("/lookup", summary="Find a member by any identifier")
@@ -99,15 +75,13 @@ async def lookup(
     kind = "card" if type == "card_number" else type
     if kind not in PRIORITY and not kind.startswith("ext."):
         raise InvalidInput("type", f"must be one of {', '.join(LOOKUP_TYPES)} or ext.<type>, got {type!r}")
-    member_id = _member_id(components, kind, value)
-    return json_response(render(components, _profile(components, member_id), int(time.time() * 1000)))
+    return _answer(components, _member_id(components, kind, value))
 
 
 @router.get("/{user_id}", summary="The unified member profile")
 async def member(request: Request, user_id: str) -> Response:
     components = _components(request)
-    member_id = _member_id(components, USER_ID, user_id)
-    return json_response(render(components, _profile(components, member_id), int(time.time() * 1000)))
+    return _answer(components, _member_id(components, USER_ID, user_id))
 
 
 @router.get("/{user_id}/identities", summary="The member's identity graph with merge reasons")
@@ -143,24 +117,33 @@ class FastReads:
     /v1/members/{user_id}`` itself; passes every other request, and every one of those two
     that would not succeed, to ``app`` (the routes answer those exactly as before).
 
-    The request is recorded in the metrics under the route's template, as the routes are
-    (``TimingMiddleware`` reads ``scope["route"]``, which is set here)."""
+    Outside the other middlewares it times its own answers into ``metrics`` (when given) under
+    the route's template, as ``TimingMiddleware`` does for the routes; it also sets
+    ``scope["route"]`` for a middleware that wraps it."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics | None = None) -> None:
         self.app = app
+        self.metrics = metrics
         self._routes: dict[Any, Any] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "GET" and not scope.get("root_path"):
             path: str = scope["path"]
             if path.startswith(PREFIX):
-                body = self._answer(scope, path[len(PREFIX):])
+                started = time.perf_counter()
+                try:
+                    body = self._answer(scope, path[len(PREFIX):])
+                except Exception:  # the route meets the same error and answers it as errors are answered
+                    body = None
                 if body is not None:
                     await send({"type": "http.response.start", "status": 200, "headers": [
                         (b"content-length", str(len(body)).encode("latin-1")),
                         (b"content-type", b"application/json"),
                     ]})
                     await send({"type": "http.response.body", "body": body})
+                    if self.metrics is not None:
+                        self.metrics.latency.labels("GET", scope["route"].path, "200").observe(
+                            time.perf_counter() - started)
                     return
         await self.app(scope, receive, send)
 
@@ -195,12 +178,13 @@ class FastReads:
         if route is None or components is None:
             return None
         member_id = components.processor.view.find(kind, value)
-        profile = None if member_id is None else components.processor.view.profile(member_id)
+        body: bytes | None = None if member_id is None else components.answers.answer(
+            member_id, int(time.time() * 1000))
         # The key is checked last: the rate limiter takes a token only from a request answered here.
-        if profile is None or not _authorised(scope, components.keys):
+        if body is None or not _authorised(scope, components.keys):
             return None
         scope["route"] = route
-        return _encode(render(components, profile, int(time.time() * 1000)))
+        return body
 
 
 def _authorised(scope: Scope, keys: Any) -> bool:

@@ -67,13 +67,18 @@ def _days(later: int, earlier: int | None) -> float | None:
 def decayed_values(decayed: Decayed, as_of: int) -> dict[str, float]:
     """Each key's decayed weight at ``as_of``: the sum over its events of the event's weight
     times ``0.5 ** ((as_of - t) / half_life)`` (events in the kept eras)."""
+    scale = _decay_scale(decayed, as_of)
+    return {key: value * scale for key, value in _relative(decayed).items()}
+
+
+def _decay_scale(decayed: Decayed, as_of: int) -> float:
+    """The factor that turns the weights relative to the latest era's start into weights at ``as_of``."""
     if decayed.era is None:
-        return {}
+        return 0.0
     half_life_ms = decayed.half_life_days * DAY_MS
     latest_start = decayed.era * DECAY_ERA_HALF_LIVES * half_life_ms
     exponent = min((latest_start - as_of) / half_life_ms - DECAY_FRACTION_BITS, MAX_EXPONENT)
-    scale = 2.0**exponent
-    return {key: value * scale for key, value in _relative(decayed).items()}
+    return float(2.0**exponent)
 
 
 def _relative(decayed: Decayed) -> dict[str, float]:
@@ -167,16 +172,14 @@ def _redemption(act: Activity, as_of: int) -> dict[str, Any]:
     }
 
 
-def _browse(act: Activity, as_of: int, top: int) -> dict[str, Any]:
+def _browse(act: Activity, prepared: PreparedSignals, as_of: int) -> dict[str, Any]:
     browse = act.browse
-    recent = sorted(browse.recent_searches.items(), key=lambda item: (-item[1], item[0]))
-    views = sum(decayed_values(browse.categories, as_of).values()) / MONEY_SCALE
     return {
         "product_views": browse.product_views,
-        "category_interest": shares(browse.categories, top),
-        "decayed_category_views": views,
+        "category_interest": prepared.category_interest,
+        "decayed_category_views": prepared.browse_weight * _decay_scale(browse.categories, as_of) / MONEY_SCALE,
         "searches": browse.searches,
-        "recent_searches": [query for query, _ in recent],
+        "recent_searches": prepared.recent_searches,
     }
 
 
@@ -239,32 +242,73 @@ def lifecycle(act: Activity, as_of: int, settings: SignalSettings) -> dict[str, 
     return {"stage": stage, "cadence_days": cadence, "cadence_basis": basis}
 
 
+class PreparedSignals(msgspec.Struct, frozen=True):
+    """The signals that depend on the profile alone, not on the time they are read at.
+
+    :func:`prepare_signals` derives them; :func:`signals_at` adds the time-dependent ones.
+    A reader that answers the same profile many times (the member API) prepares once per
+    version of the profile. The values are opaque to :func:`signals_at`, which places them
+    in the answer as they are: a caller may swap them for their pre-encoded JSON."""
+
+    monetary: Any
+    affinity: Any
+    channel_mix: Any
+    price_sensitivity: Any
+    wishlist: Any
+    channels: Any
+    category_interest: Any
+    recent_searches: Any
+    browse_weight: float  # the browse categories' decayed total relative to their latest era
+
+
+def prepare_signals(profile: Profile, settings: SignalSettings | None = None) -> PreparedSignals:
+    """Every signal of ``profile`` that does not change with time (see :class:`PreparedSignals`)."""
+    settings = settings or SignalSettings()
+    act = profile.activity
+    buy = act.purchases
+    recent = sorted(act.browse.recent_searches.items(), key=lambda item: (-item[1], item[0]))
+    return PreparedSignals(
+        monetary=_monetary(act),
+        affinity={"category": shares(buy.categories, settings.top), "brand": shares(buy.brands, settings.top)},
+        channel_mix=_channel_mix(act),
+        price_sensitivity=_price_sensitivity(act),
+        wishlist=_wishlist(act),
+        channels={
+            name: {"first_seen": c.first_seen, "last_seen": c.last_seen, "events": c.events}
+            for name, c in act.channels.items()
+        },
+        category_interest=shares(act.browse.categories, settings.top),
+        recent_searches=[query for query, _ in recent],
+        browse_weight=sum(_relative(act.browse.categories).values()),
+    )
+
+
+def signals_at(profile: Profile, prepared: PreparedSignals, as_of: int,
+               settings: SignalSettings | None = None) -> dict[str, Any]:
+    """Every behavioural signal of ``profile`` as of ``as_of`` (epoch ms), JSON-ready, from
+    the signals ``prepared`` from the same profile."""
+    settings = settings or SignalSettings()
+    act = profile.activity
+    return {
+        "as_of": as_of,
+        "purchase": _purchase(act, as_of),
+        "monetary": prepared.monetary,
+        "affinity": prepared.affinity,
+        "channel_mix": prepared.channel_mix,
+        "price_sensitivity": prepared.price_sensitivity,
+        "redemption": _redemption(act, as_of),
+        "browse": _browse(act, prepared, as_of),
+        "engagement": _engagement(act, as_of),
+        "wishlist": prepared.wishlist,
+        "lifecycle": lifecycle(act, as_of, settings),
+        "channels": prepared.channels,
+        "first_seen": act.first_seen,
+        "last_seen": act.last_seen,
+    }
+
+
 def compute_signals(
     profile: Profile, as_of: int, settings: SignalSettings | None = None
 ) -> dict[str, Any]:
     """Every behavioural signal of ``profile`` as of ``as_of`` (epoch ms), JSON-ready."""
-    settings = settings or SignalSettings()
-    act = profile.activity
-    buy = act.purchases
-    return {
-        "as_of": as_of,
-        "purchase": _purchase(act, as_of),
-        "monetary": _monetary(act),
-        "affinity": {
-            "category": shares(buy.categories, settings.top),
-            "brand": shares(buy.brands, settings.top),
-        },
-        "channel_mix": _channel_mix(act),
-        "price_sensitivity": _price_sensitivity(act),
-        "redemption": _redemption(act, as_of),
-        "browse": _browse(act, as_of, settings.top),
-        "engagement": _engagement(act, as_of),
-        "wishlist": _wishlist(act),
-        "lifecycle": lifecycle(act, as_of, settings),
-        "channels": {
-            name: {"first_seen": c.first_seen, "last_seen": c.last_seen, "events": c.events}
-            for name, c in act.channels.items()
-        },
-        "first_seen": act.first_seen,
-        "last_seen": act.last_seen,
-    }
+    return signals_at(profile, prepare_signals(profile, settings), as_of, settings)
