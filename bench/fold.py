@@ -6,17 +6,20 @@ Simulates a program, appends it to a fresh SQLite event log (not timed), then re
 whole log into a fresh profile store with the real processor running the example retail
 program (``--no-loyalty`` leaves the loyalty stage out; ``--decisioning`` adds the segments,
 triggers and decisions stage the server runs, with a fresh decision store), ``--repeat`` times, and
-reports the median events/s. Hot state per member is measured with tracemalloc as the
-memory a processor holds after loading the store (identity graph + member view), divided
-by the number of profiles, in a fresh process: in this one the replays' processors (kept
-alive by ``gc.freeze``) still hold interned strings that a new processor would share
-without allocating them, which would hide part of its cost.
+reports the median events/s and the median CPU time per event (the process's, much less noisy
+than the rate on a shared machine), with the load average before and after. Hot state per
+member is measured with tracemalloc as the memory a processor holds after loading the store
+(member view, loyalty due times, and whatever identity state it keeps), divided by the number
+of profiles, in a fresh process: in this one the replays' processors (kept alive by
+``gc.freeze``) still hold interned strings that a new processor would share without
+allocating them, which would hide part of its cost.
 """
 
 from __future__ import annotations
 
 import argparse
 import multiprocessing
+import os
 import statistics
 import tempfile
 import time
@@ -68,6 +71,7 @@ def main() -> None:
     args = parser.parse_args()
     program = None if args.no_loyalty else load_program(retail_program_path())
     decisioning = DecisioningBook.from_book(program) if args.decisioning and program is not None else None
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="lcdp-bench-") as tmp:
         log = SqliteEventLog(Path(tmp) / "events.db")
         calls = list(simulate(args.members, args.days, args.seed))
@@ -75,10 +79,10 @@ def main() -> None:
             log.append([normalise(c, call_type=None, received_at=parse_time(c["timestamp"], "t"),
                                   default_message_id=f"b-{start + i}")
                         for i, c in enumerate(calls[start:start + 10_000])])
-        rates = []
+        rates, cpu = [], []
         for run in range(args.repeat):
             store = SqliteProfileStore(Path(tmp) / f"profiles-{run}.db")
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.process_time()
             engine = None if program is None else LoyaltyEngine(program)
             stage = None
             if decisioning is not None and program is not None:
@@ -87,6 +91,7 @@ def main() -> None:
                                          lambda: int(time.time() * 1000))
             applied = Processor(log, store, batch_size=args.batch, loyalty=engine, decisioning=stage).catch_up()
             rates.append(applied / (time.perf_counter() - started))
+            cpu.append((time.process_time() - cpu_started) / applied)
             store.close()
             if stage is not None:
                 stage.store.close()
@@ -99,10 +104,14 @@ def main() -> None:
     if decisioning is not None:
         stages = stages.replace(" + persist", " + decisioning + persist")
     print(f"replay ({stages}): median {statistics.median(rates):,.0f} events/s over "
-          f"{args.repeat} runs of {len(calls):,} events ({', '.join(f'{r:,.0f}' for r in rates)})")
+          f"{args.repeat} runs of {len(calls):,} events ({', '.join(f'{r:,.0f}' for r in rates)}); "
+          f"CPU median {statistics.median(cpu) * 1e6:.1f} us/event ({', '.join(f'{c * 1e6:.1f}' for c in cpu)})")
     where = "held in the member view" if in_memory else "left in the profile store, not in memory"
     print(f"hot state: {held / profiles:,.0f} bytes per member ({profiles:,} profiles; an encoded profile is "
           f"{blob_bytes / profiles:,.0f} bytes, {where})")
+    load_after = os.getloadavg()
+    print(f"load average (1, 5, 15 min): {', '.join(f'{x:.2f}' for x in load_before)} before, "
+          f"{', '.join(f'{x:.2f}' for x in load_after)} after")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
-"""The member view over the embedded profile store: the encoded profiles stay in the store, only
-ids, an LRU and the identifier index are in memory, and readers see what a dict-backed view
-showed (the newest published profile, and an absorbed member readable until its identifiers move)."""
+"""The member view over the embedded profile store: the encoded profiles and the identifier index
+stay in the store, only ids and an LRU are in memory, and readers see what a dict-backed view
+showed (the newest published profile, and an absorbed member readable once its identifiers moved)."""
 
 from __future__ import annotations
 
@@ -51,7 +51,10 @@ def test_the_view_reads_the_store_and_keeps_only_a_bounded_cache(tmp_path: Path)
     # A restarted processor resumes with the same view.
     again = Processor(log, store)
     assert dict(again.view.profiles.items()) == committed
-    assert again.view.owner == processor.view.owner
+    assert processor.view.owner is None and again.view.owner is None  # the index is the store's
+    for member in store.load().members:
+        for kind, values in member.identities.items():
+            assert all(again.view.find(kind, value) == member.id for value in values)
     store.close()
     log.close()
 
@@ -73,7 +76,8 @@ def test_a_cached_profile_is_replaced_when_the_member_changes(tmp_path: Path) ->
 
 
 class WatchedStore(SqliteProfileStore):
-    """Checks, the instant a commit has removed profiles, that the view still answers for them."""
+    """Checks, the instant a commit has removed profiles, that the view answers for them and for
+    the member that absorbed them: a reader who found either id reads a profile."""
 
     def __init__(self, path: Path) -> None:
         super().__init__(path)
@@ -86,9 +90,10 @@ class WatchedStore(SqliteProfileStore):
             return
         for old_id in changes.removed_profiles:
             assert self.read_profile(old_id) is None  # gone from the store...
-            owner = self.view.owner
-            assert any(member_id == old_id for member_id in owner.values())  # ...still indexed...
-            assert self.view.profile(old_id) is not None  # ...and still readable
+            assert self.view.profile(old_id) is not None  # ...still readable by who found it before...
+            new_id = self.view.find("anonymous_id", "a-1")
+            assert new_id == changes.renamed[old_id]  # ...while the index finds the new member...
+            assert self.view.profile(new_id) is not None  # ...readable before the view published it
             self.checked.append(old_id)
 
 

@@ -56,6 +56,11 @@ def test_incremental_processing_equals_full_replay(tmp_path: Path, events: list[
     assert len(incremental) > 60
     assert incremental == replayed
     assert incremental_store.load().offset == replay_store.load().offset == log.last_offset()
+    # The identifier index the view reads holds every identifier of every member, as the graph placed it.
+    for store in (incremental_store, replay_store):
+        owners = {key: p.member_id for p in incremental.values() for kind, values in p.identities.items()
+                  for key in (f"{kind}:{value}" for value in values)}
+        assert {key: store.owner(key) for key in owners} == owners
 
 
 class CrashingStore(SqliteProfileStore):

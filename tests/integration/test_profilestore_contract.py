@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from loyalty_cdp.adapters.eventlog.base import EventLog
 from loyalty_cdp.adapters.eventlog.sqlite import SqliteEventLog
-from loyalty_cdp.adapters.profilestore.base import Changes, IdentityRecord, ProfileStore
+from loyalty_cdp.adapters.profilestore.base import Changes, IdentityRecord, ProfileStore, member_keys
 from loyalty_cdp.adapters.profilestore.sqlite import SqliteProfileStore
 from loyalty_cdp.bootstrap import open_profile_store
 from loyalty_cdp.core.events import Event, normalise, parse_time
@@ -70,6 +70,16 @@ messages = itertools.count()
 def record(member_id: str, timestamp: int, value: str = "x@example.com", action: str = "link",
            **extra: Any) -> IdentityRecord:
     return IdentityRecord(member_id, action, f"msg-{next(messages)}", timestamp, "email", value, **extra)
+
+
+def index(store: ProfileStore) -> dict[str, str | None]:
+    """The identifier index as ``owner`` answers it, for every identifier of every committed member."""
+    return {key: store.owner(key) for m in store.load().members for key in member_keys(m.identities)}
+
+
+def expected_index(store: ProfileStore) -> dict[str, str]:
+    """The index derived from the committed members (each identifier held by one member)."""
+    return {key: m.id for m in store.load().members for key in member_keys(m.identities)}
 
 
 def state(store: ProfileStore) -> State:
@@ -219,6 +229,7 @@ def doomed_changes(history: Sequence[IdentityRecord]) -> Changes:
 
 def assert_baseline_intact_and_store_usable(store: ProfileStore, before: State) -> None:
     assert state(store) == before
+    assert index(store) == expected_index(store) and store.owner("email:new@example.com") is None
     assert [r.value for r in store.history("u-1")] == ["a@example.com"]
     assert [r.value for r in store.history("anon:a-2")] == ["a-2"]
     store.commit(Changes(offset=100, profiles={"u-5": b"fine"}))
@@ -324,7 +335,10 @@ ids = st.sampled_from(["a", "b", "c", "d"])
 changes_strategy = st.builds(
     Changes,
     offset=st.integers(0, 2**62),
-    members=st.lists(st.builds(member, ids, email=st.lists(st.text(max_size=6), max_size=2)), max_size=3),
+    # Each identifier belongs to one member id, as the identity graph guarantees.
+    members=st.lists(ids.flatmap(lambda member_id: st.builds(
+        member, st.just(member_id), email=st.lists(st.text(max_size=6).map(lambda t: f"{member_id}/{t}"), max_size=2))),
+        max_size=3),
     removed_members=st.lists(ids, max_size=2),
     profiles=st.dictionaries(ids, st.binary(max_size=24), max_size=3),
     removed_profiles=st.lists(ids, max_size=2),
@@ -368,9 +382,84 @@ def test_any_sequence_of_commits_matches_the_model(store: ProfileStore, batches:
         store.commit(changes)
         model.commit(changes)
         assert state(store) == (model.offset, model.identities, model.profiles)
+        assert index(store) == expected_index(store)
+        assert store.owner("email:a/") in (None, "a") and store.owner("email:nobody") is None
         for member_id in "abcd":
             assert store.history(member_id) == model.history_of(member_id)
     assert list(store.iter_profiles()) == sorted(model.profiles.items())
+
+
+def test_the_identifier_index_follows_members_written_removed_and_merged(store: ProfileStore) -> None:
+    store.commit(BASELINE)
+    assert index(store) == expected_index(store) == {
+        "user_id:u-1": "u-1", "email:a@example.com": "u-1", "email:b@example.com": "u-1", "anonymous_id:a-2": "anon:a-2"}
+    assert store.owner("email:c@example.com") is None and store.owner("a@example.com") is None
+    # A merge: the absorbed member is removed and its identifiers point at the survivor.
+    store.commit(Changes(offset=41, removed_members=["anon:a-2"], renamed={"anon:a-2": "u-1"},
+                         members=[member("u-1", user_id=["u-1"], email=["a@example.com", "b@example.com"],
+                                         anonymous_id=["a-2"])]))
+    assert store.owner("anonymous_id:a-2") == "u-1"
+    # A member written without an identifier it held no longer owns it; one written again unchanged keeps all.
+    store.commit(Changes(offset=42, members=[member("u-1", user_id=["u-1"], anonymous_id=["a-2"], card=["c-9"]),
+                                             member("u-3", email=["b@example.com"])]))
+    assert store.owner("email:a@example.com") is None and store.owner("card:c-9") == "u-1"
+    assert store.owner("email:b@example.com") == "u-3"
+    store.commit(Changes(offset=43, members=[member("u-3", email=["b@example.com"])]))
+    assert index(store) == expected_index(store) and len(index(store)) == 4
+    # An anonymous member renamed (its smallest anonymous id changed): same identifiers, new id.
+    store.commit(Changes(offset=44, members=[member("anon:a-0", anonymous_id=["a-0", "a-7"])]))
+    store.commit(Changes(offset=45, removed_members=["anon:a-0"], renamed={"anon:a-0": "anon:a-00"},
+                         members=[member("anon:a-00", anonymous_id=["a-0", "a-00", "a-7"])]))
+    assert store.owner("anonymous_id:a-7") == "anon:a-00" and store.member("anon:a-0") is None
+    assert index(store) == expected_index(store)
+
+
+def test_members_owning_loads_each_owner_once_with_all_its_identifiers(store: ProfileStore) -> None:
+    many = [member(f"m-{n:04d}", user_id=[f"m-{n:04d}"], email=[f"{n}@example.com", f"{n}@example.org"])
+            for n in range(1_200)]
+    store.commit(Changes(offset=1, members=[*many, member("anon:a-2", anonymous_id=["a-2"])]))
+    assert store.members_owning([]) == []
+    assert store.members_owning(["email:nobody@example.com", "a@example.com"]) == []
+    wanted = ["email:7@example.com", "user_id:m-0007", "email:7@example.org", "anonymous_id:a-2", "card:none"]
+    loaded = sorted(store.members_owning(wanted), key=lambda m: m.id)
+    assert loaded == [member("anon:a-2", anonymous_id=["a-2"]), many[7]]
+    # More keys than one statement binds (every key of every member, in an order that mixes them).
+    keys = [key for m in reversed(many) for key in member_keys(m.identities)]
+    assert sorted(store.members_owning(keys), key=lambda m: m.id) == many
+    assert store.member("m-0003") == many[3] and store.member("nobody") is None
+
+
+def test_erase_and_reset_empty_the_identifier_index(store: ProfileStore) -> None:
+    store.commit(BASELINE)
+    store.erase_member("u-1")
+    assert [store.owner(key) for key in ("user_id:u-1", "email:a@example.com", "email:b@example.com")] == [None] * 3
+    assert store.owner("anonymous_id:a-2") == "anon:a-2" and store.members_owning(["email:a@example.com"]) == []
+    assert store.member("u-1") is None
+    store.reset()
+    assert store.owner("anonymous_id:a-2") is None and store.members_owning(["anonymous_id:a-2"]) == []
+
+
+def test_a_store_from_before_the_index_gets_it_built_when_opened(open_store: OpenStore, tmp_path: Path,
+                                                                 request: pytest.FixtureRequest) -> None:
+    first = open_store()
+    first.commit(BASELINE)
+    expected = expected_index(first)
+    first.close()
+    if isinstance(first, SqliteProfileStore):  # as written by a version without the table
+        import sqlite3
+
+        with sqlite3.connect(first.path) as db:
+            db.execute("DROP TABLE identifiers")
+    else:
+        import psycopg
+
+        with psycopg.connect(request.getfixturevalue("postgres_dsn"), autocommit=True) as db:
+            db.execute("DROP TABLE member_identifiers")
+            db.execute("UPDATE profile_store_state SET schema_version = 1")
+    reopened = open_store()
+    assert index(reopened) == expected and len(expected) == 4
+    reopened.commit(Changes(offset=41, members=[member("u-5", email=["e@example.com"])]))
+    assert reopened.owner("email:e@example.com") == "u-5"
 
 
 # -- one backend at a time -----------------------------------------------------------------
@@ -495,6 +584,7 @@ def test_the_processor_over_postgres_gives_the_profiles_it_gives_over_sqlite(
     assert on_postgres == on_sqlite
     (sqlite_offset, sqlite_graph, _), (postgres_offset, postgres_graph, _) = (state(s) for s in results)
     assert postgres_graph == sqlite_graph
+    assert index(results[1]) == index(results[0]) == expected_index(results[0])
     assert (sqlite_offset, postgres_offset) == (sqlite_log.last_offset(), postgres_log.last_offset())
     for member_id in sqlite_graph:
         assert results[1].history(member_id) == results[0].history(member_id)

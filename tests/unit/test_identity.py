@@ -22,8 +22,9 @@ from loyalty_cdp.core.identity import (
     GraphState,
     IdentityGraph,
     IdentityRules,
+    Member,
+    batch_identifiers,
     canonical_id,
-    identifier_keys,
     member_id_for_user,
 )
 from loyalty_cdp.errors import InvalidInput
@@ -374,7 +375,7 @@ def test_a_graph_of_just_the_batchs_members_resolves_like_the_whole_graph() -> N
     whole = IdentityGraph(rules)
     whole.resolve([*scenario()[:3], event("o1", T0, user_id="other", anonymous_id="o-anon")])
     batch = scenario()[3:]
-    owners = (whole.lookup(*key.split(":", 1)) for key in identifier_keys(batch, rules))
+    owners = (whole.lookup(*key.split(":", 1)) for keys in batch_identifiers(batch, rules) for key in keys)
     loaded = {member.id: member for member in owners if member is not None}
     assert list(loaded) == ["u1"], "the other member is not needed"
     partial = IdentityGraph(rules, loaded.values())
@@ -494,3 +495,26 @@ def test_grouping_does_not_depend_on_arrival_order_when_no_limit_is_hit(
     assert partition(graph) == partition(in_order)
     final = graph.resolve(events).assignments  # every identifier is known: a pure lookup
     assert final == expected
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(st.lists(linked_events(USER_IDS), max_size=40), st.lists(st.integers(0, 8), max_size=6))
+def test_graphs_of_each_batchs_owners_resolve_like_the_whole_graph(events: list[DecodedEvent], sizes: list[int]) -> None:
+    """What the processor does: per batch, a graph of the stored members owning one of the batch's
+    identifiers; then the changed members are stored and the renamed ones removed. Tight limits make
+    merge protection count identifiers the batch does not carry."""
+    rules = IdentityRules(limits={"email": 2, "card": 1, "anonymous_id": 3})
+    whole = IdentityGraph(rules)
+    stored: dict[str, Member] = {}
+    for batch in batches(events, sizes):
+        found = batch_identifiers(batch, rules)
+        keys = {key for event_keys in found for key in event_keys}
+        owners = [m for m in stored.values()
+                  if any(f"{kind}:{value}" in keys for kind, values in m.identities.items() for value in values)]
+        partial = IdentityGraph(rules, owners)
+        resolution = partial.resolve(batch, found)
+        assert resolution == whole.resolve(batch)
+        for old_id in resolution.renamed:
+            stored.pop(old_id, None)
+        stored.update((member_id, partial.member(member_id)) for member_id in resolution.changed)  # type: ignore[misc]
+    assert stored == {member.id: member for member in whole.state().members}

@@ -6,12 +6,16 @@ the canonical id of the member it belongs to, plus every merge (with the event a
 identifier that caused it) and every rename, so that the caller can combine the
 profiles of merged members (see :func:`loyalty_cdp.core.profile.merge_profiles`).
 The rules are written out in ``docs/identity.md``.
+
+A graph need not hold every member: one holding the members that own any identifier of a
+batch (:func:`batch_identifiers` names them) resolves that batch exactly as the whole graph
+would, since resolution only ever looks up the batch's identifiers and then works on their
+owners, each with all its identifiers (merge protection counts them).
 """
 
 from __future__ import annotations
 
 import hashlib
-import sys
 from bisect import insort
 from collections.abc import Iterable, Sequence
 
@@ -157,13 +161,11 @@ def canonical_id(identities: dict[str, list[str]]) -> str:
     return f"{ANONYMOUS_MEMBER_PREFIX}~{digest}"
 
 
-def identifier_keys(events: Iterable[DecodedEvent], rules: IdentityRules) -> set[str]:
-    """Every identifier key a batch carries: a store loads the members owning these keys,
-    and a graph holding them resolves the batch exactly as the whole graph would."""
-    keys: set[str] = set()
-    for event in events:
-        keys.update(extract_identifiers(event, rules.default_region))
-    return keys
+def batch_identifiers(events: Iterable[DecodedEvent], rules: IdentityRules) -> list[list[str]]:
+    """The identifier keys of each event of a batch, as :meth:`IdentityGraph.resolve` reads them:
+    a caller loads the members owning any of them, then hands them to ``resolve`` (extracted once)."""
+    region = rules.default_region
+    return [extract_identifiers(event, region) for event in events]
 
 
 class IdentityGraph:
@@ -186,7 +188,7 @@ class IdentityGraph:
             self._members[copy.id] = copy
             for kind, values in copy.identities.items():
                 for value in values:
-                    self._owner[_key(kind, value)] = copy
+                    self._owner[identifier_key(kind, value)] = copy
 
     @classmethod
     def from_state(cls, state: GraphState, rules: IdentityRules | None = None) -> IdentityGraph:
@@ -198,18 +200,6 @@ class IdentityGraph:
 
     def __len__(self) -> int:
         return len(self._members)
-
-    def remove(self, member_id: str) -> Member | None:
-        """Forget a member and every identifier it owns (erasure); returns what was removed."""
-        member = self._members.pop(member_id, None)
-        if member is None:
-            return None
-        for kind, values in member.identities.items():
-            for value in values:
-                key = identifier_key(kind, value)
-                if self._owner.get(key) is member:
-                    del self._owner[key]
-        return _copy(member)
 
     def member(self, member_id: str) -> Member | None:
         """A copy of one member, or None."""
@@ -224,19 +214,19 @@ class IdentityGraph:
         owner = self._owner.get(identifier_key(kind, normal))
         return None if owner is None else self.member(owner.id)
 
-    def resolve(self, events: Sequence[DecodedEvent]) -> Resolution:
-        """Link the identifiers of a batch and assign every event to its member."""
+    def resolve(self, events: Sequence[DecodedEvent], identifiers: Sequence[list[str]] | None = None) -> Resolution:
+        """Link the identifiers of a batch and assign every event to its member. ``identifiers``
+        are the events' keys from :func:`batch_identifiers`, when the caller has them already."""
         run = _Run(self)
+        found = batch_identifiers(events, self.rules) if identifiers is None else identifiers
         # Two stable sorts give (timestamp, message_id) order without a tuple per event.
         order = sorted(range(len(events)), key=lambda i: events[i].message_id)
         order.sort(key=lambda i: events[i].timestamp)
         assigned: list[Member | None] = [None] * len(events)
-        region = self.rules.default_region
         for index in order:
-            event = events[index]
-            keys = extract_identifiers(event, region)
+            keys = found[index]
             if keys:
-                assigned[index] = run.apply(event, keys)
+                assigned[index] = run.apply(events[index], keys)
         return run.finish(assigned)
 
 
@@ -273,7 +263,7 @@ class _Run:
                     continue
                 self._touch(target)
                 insort(target.identities.setdefault(kind, []), value)
-                self.owner[sys.intern(key)] = target
+                self.owner[key] = target
                 self._rename(target)
                 self.links.append(Link(event.message_id, event.timestamp, kind, value, target.id))
             else:
@@ -316,7 +306,7 @@ class _Run:
             kept = survivor.identities.setdefault(merged_kind, [])
             for merged_value in values:
                 insort(kept, merged_value)
-                self.owner[_key(merged_kind, merged_value)] = survivor
+                self.owner[identifier_key(merged_kind, merged_value)] = survivor
         if self.members.get(absorbed.id) is absorbed:
             del self.members[absorbed.id]
         absorbed.identities = {}
@@ -355,12 +345,6 @@ class _Run:
             renamed=renamed,
             changed=sorted(changed),
         )
-
-
-def _key(kind: str, value: str) -> str:
-    """An index key, interned: the member view indexes the same identifiers under the same keys,
-    and interning lets the two indexes share one string per identifier (about 85 bytes each)."""
-    return sys.intern(identifier_key(kind, value))
 
 
 def _copy(member: Member) -> Member:

@@ -4,7 +4,9 @@ Each step, in this order (the delivery guarantee is the order):
 
 1. read the next batch of the log after the committed offset;
 2. resolve identity for the whole batch first (:meth:`IdentityGraph.resolve`), so that
-   a scale-out deployment can partition the fold by canonical member id;
+   a scale-out deployment can partition the fold by canonical member id; the graph holds just
+   the members owning an identifier of the batch, loaded from the profile store's identifier
+   index (it resolves the batch as the whole graph would), and is dropped after the batch;
 3. combine the profiles of members that merged or were renamed
    (:func:`merge_profiles`; if two profiles share an event, rebuild the member from the
    log instead), then fold each member's events of the batch into its profile, and run
@@ -14,8 +16,8 @@ Each step, in this order (the delivery guarantee is the order):
 6. append the calls the batch emitted (loyalty, segment and ``Offer Granted`` events; their
    message ids are deterministic, so a redo after a crash is deduplicated by the log), then
    store the decisions with their outbound messages (inserted if absent by decision id);
-7. commit the changed members, the changed profiles and the batch's last offset in one
-   transaction of the profile store;
+7. commit the changed members (with their identifier index entries), the changed profiles and
+   the batch's last offset in one transaction of the profile store;
 8. only then publish the new profiles to the :class:`MemberView` the API reads.
 
 A crash anywhere before 7 leaves the old state and the old offset, so the batch is
@@ -59,7 +61,7 @@ from loyalty_cdp.core.identifiers import (
     identifier_key,
     normalise_identifier,
 )
-from loyalty_cdp.core.identity import IdentityGraph, IdentityRules, Member, Resolution
+from loyalty_cdp.core.identity import IdentityGraph, IdentityRules, Member, Resolution, batch_identifiers
 from loyalty_cdp.core.loyalty import CampaignBudgets, LoyaltyEngine
 from loyalty_cdp.core.profile import Profile, fold, merge_profiles, unseen
 from loyalty_cdp.core.segments.membership import CHANNEL as SEGMENTS_CHANNEL
@@ -85,7 +87,9 @@ class StoredProfiles(MutableMapping[str, bytes]):
     commit (SQLite: a read-only connection per thread, in-process, no network round trip).
     The processor publishes after each commit: :meth:`update` and :meth:`pop` name the ids
     that changed; a cached profile that changed is replaced, so no reader sees an older
-    profile than the view published. ``values()`` and ``items()`` walk the store in chunks.
+    profile than the view published. A profile committed but not yet published is readable
+    already (the store's identifier index finds its member from the commit on); the ids in
+    memory serve ``len``, ``in`` and iteration. ``values()`` and ``items()`` walk the store in chunks.
     """
 
     def __init__(self, read: Callable[[str], bytes | None], scan: Callable[[], Iterator[tuple[str, bytes]]],
@@ -106,14 +110,12 @@ class StoredProfiles(MutableMapping[str, bytes]):
         if held is not None:
             return held
         with self._lock:
-            if member_id not in self._ids:
-                raise KeyError(member_id)
             blob = self._cache.get(member_id)
             if blob is not None:
                 self._cache.move_to_end(member_id)
                 return blob
             blob = self._read(member_id)
-            if blob is None:  # erased from the store an instant before the view
+            if blob is None:  # never stored, or removed from the store (the view forgets it next)
                 raise KeyError(member_id)
             self._cache[member_id] = blob
             while len(self._cache) > self.cache_size:
@@ -178,28 +180,31 @@ class StoredProfiles(MutableMapping[str, bytes]):
 class MemberView:
     """What readers see: identifier -> member id, and member id -> encoded profile.
 
-    Only the processor thread writes, entry by entry after each commit; readers (the HTTP
-    API) never wait for a batch to finish. A member renamed by a merge is published under
-    its new id before its old id is removed, so a reader never finds neither.
+    Only the processor thread writes; readers (the HTTP API) never wait for a batch to finish.
+    A member renamed by a merge is findable under its new id before its old id is removed, so a
+    reader never finds neither.
 
-    With a store that reads single profiles (the embedded SQLite store), ``profiles`` is a
-    :class:`StoredProfiles`: the encoded profiles stay in the store and only the ids, an LRU
-    of ``cache_size`` profiles and the identifier index are in memory. Otherwise (PostgreSQL,
-    where a read would be a network round trip) it is a dict holding every encoded profile.
+    With a store that reads in process (the embedded SQLite store), both stay in the store:
+    :meth:`find` reads the store's identifier index (committed with the members, the old id's
+    profile held across the commit, see :meth:`hold`) and ``profiles`` is a
+    :class:`StoredProfiles` (the ids and an LRU of ``cache_size`` profiles in memory). Otherwise
+    (PostgreSQL, where a read would be a network round trip) the view holds the identifier index
+    (``owner``, published entry by entry after each commit) and every encoded profile.
     """
 
     def __init__(self, default_region: str | None, store: Any = None, cache_size: int = CACHED_PROFILES) -> None:
-        self.owner: dict[str, str] = {}
+        in_process = hasattr(store, "read_profile") and hasattr(store, "scan_profiles")
         self.profiles: MutableMapping[str, bytes] = (
-            StoredProfiles(store.read_profile, store.scan_profiles, cache_size)
-            if hasattr(store, "read_profile") and hasattr(store, "scan_profiles") else {}
+            StoredProfiles(store.read_profile, store.scan_profiles, cache_size) if in_process else {}
         )
+        self.owner: dict[str, str] | None = None if in_process else {}  # None: the store's index is read
+        self._owner_of: Callable[[str], str | None] = store.owner if self.owner is None else self.owner.get
         self._region = default_region
 
     def find(self, kind: str, value: str) -> str | None:
         """The member id owning an identifier as a client sends it (normalised here)."""
         normal = normalise_identifier(kind, value, self._region)
-        return None if normal is None else self.owner.get(identifier_key(kind, normal))
+        return None if normal is None else self._owner_of(identifier_key(kind, normal))
 
     def profile(self, member_id: str) -> Profile | None:
         blob = self.profiles.get(member_id)
@@ -220,13 +225,27 @@ class MemberView:
         if isinstance(self.profiles, StoredProfiles):
             self.profiles.hold(member_ids)
 
-    def publish(self, member: Member) -> None:
-        """Point each of the member's identifiers at it. The keys are interned, as the identity
-        graph's are, so that the two indexes share one string per identifier."""
-        owner, member_id = self.owner, member.id
+    def publish(self, members: Iterable[Member]) -> None:
+        """Point each of these members' identifiers at it in the in-memory index (a store-backed
+        view's index was committed with them)."""
+        if self.owner is None:
+            return
+        owner = self.owner
+        for member in members:
+            for kind, values in member.identities.items():
+                for value in values:
+                    owner[identifier_key(kind, value)] = member.id
+
+    def forget(self, member: Member) -> None:
+        """An erased member: no longer readable, and (in memory) its identifiers point nowhere."""
+        self.profiles.pop(member.id, None)
+        if self.owner is None:
+            return
         for kind, values in member.identities.items():
             for value in values:
-                owner[sys.intern(identifier_key(kind, value))] = member_id
+                key = identifier_key(kind, value)
+                if self.owner.get(key) == member.id:
+                    del self.owner[key]
 
     def __len__(self) -> int:
         return len(self.profiles)
@@ -250,14 +269,14 @@ class Processor:
         self._rules = rules or IdentityRules()
         self._batch_size = batch_size
         self._step_size = min(FIRST_STEP_EVENTS, batch_size)  # the server loop's batch (see _run)
-        snapshot = store.load()
+        self.view = MemberView(self._rules.default_region, store)
+        # Each batch loads the members it touches from the store; every member is needed only for
+        # a view that holds the identifier index in memory.
+        snapshot = store.load(members=self.view.owner is not None)
         self.offset = snapshot.offset
         self._horizon = snapshot.offset  # history reads stop here: what the log held for this batch
-        self._graph = IdentityGraph(self._rules, snapshot.members)
-        self.view = MemberView(self._rules.default_region, store)
         self.view.profiles.update(snapshot.profiles)
-        for member in snapshot.members:
-            self._publish_identities(member)
+        self.view.publish(snapshot.members)
         self.loyalty: LoyaltyStage | None = None
         self._budgets = _decode_budgets(snapshot.shared) if snapshot.shared else CampaignBudgets()
         if loyalty is not None:
@@ -385,9 +404,11 @@ class Processor:
             # Events of an erased person that were already in flight when the erasure began.
             stored = [e for i, e in enumerate(stored) if i not in dropped]
         events = [decode_event(e) for e in stored]
-        resolution = self._graph.resolve(events)
+        found = batch_identifiers(events, self._rules)
+        graph = IdentityGraph(self._rules, self._store.members_owning({key for keys in found for key in keys}))
+        resolution = graph.resolve(events, found)
         updated: dict[str, Profile] = {}
-        removed, rebuild = self._combine_renamed(resolution.renamed, updated)
+        removed, rebuild = self._combine_renamed(resolution.renamed, updated, graph)
         by_member: dict[str, list[int]] = defaultdict(list)
         for index, member_id in enumerate(resolution.assignments):
             if member_id is not None:
@@ -403,7 +424,7 @@ class Processor:
             # Segment Entered/Exited are derived from the profile at the time they were evaluated:
             # the triggers read them, the profile does not fold them back into itself.
             folded = [e for e in member_events if e.channel != SEGMENTS_CHANNEL]
-            profile = fold(before, folded, self._graph.member(member_id)) if folded or before is None else before
+            profile = fold(before, folded, graph.member(member_id)) if folded or before is None else before
             if any(e.consent or e.event == CONSENT_EVENT for e in member_events):
                 profile.consent = consent_to_builtins(fold_consent(_consent(profile), member_events))
             if self.loyalty is not None and member_id not in rebuild:
@@ -418,7 +439,7 @@ class Processor:
         if self.decisioning is not None:
             self._decisioning_stage(updated, fresh, rebuild | {resolution.renamed[old] for old in removed},
                                     removed, batch, emitted)
-        members = [m for m in (self._graph.member(mid) for mid in resolution.changed) if m is not None]
+        members = [m for m in (graph.member(mid) for mid in resolution.changed) if m is not None]
         self.emit(emitted)
         if self.decisioning is not None:
             self.decisioning.write(batch)
@@ -432,8 +453,7 @@ class Processor:
         ))
         self.offset = last_offset
         self.view.profiles.update(encoded)
-        for member in members:
-            self._publish_identities(member)
+        self.view.publish(members)
         for old_id in removed:
             self.view.profiles.pop(old_id, None)
         # What survives a batch is long-lived state; keeping it out of the collector's scans
@@ -550,7 +570,8 @@ class Processor:
             return updated[member_id]
         return self.view.profile(member_id)
 
-    def _combine_renamed(self, renamed: dict[str, str], updated: dict[str, Profile]) -> tuple[list[str], set[str]]:
+    def _combine_renamed(self, renamed: dict[str, str], updated: dict[str, Profile],
+                         graph: IdentityGraph) -> tuple[list[str], set[str]]:
         """Carry each vanished member's profile into the member that now holds its identifiers.
 
         Returns the vanished ids, and the members whose loyalty state must be rebuilt from
@@ -563,7 +584,7 @@ class Processor:
             if old is None:
                 continue
             removed.append(old_id)
-            member = self._graph.member(new_id)
+            member = graph.member(new_id)
             assert member is not None, "the graph always holds the id it renamed to"
             target = self._current(new_id, updated)
             if target is None:
@@ -590,14 +611,14 @@ class Processor:
         return fold(None, events, member)
 
     def erase_member(self, member_id: str) -> Member | None:
-        """Erase a member from the event log, the profile store and the in-memory view and graph.
+        """Erase a member from the event log, the profile store (its identifier index too) and the view.
 
         Runs between batches (it takes the processor's step lock), so no batch is half-way
         through the member. Add the person's identifiers to the suppression list first, so that
         nothing new arrives for them. Returns the member's identities as they were, or None.
         """
         with self._step_lock:
-            member = self._graph.member(member_id)
+            member = self._store.member(member_id)
             if member is None:
                 return None
             self._log.delete_member(member.identities.get(USER_ID, []), member.identities.get(ANONYMOUS_ID, []))
@@ -608,13 +629,7 @@ class Processor:
                     del self._budgets.grants[key]
                 self._store.commit(Changes(offset=self.offset, shared=_encode(self._budgets)))
             self._store.erase_member(member_id)
-            self._graph.remove(member_id)
-            self.view.profiles.pop(member_id, None)
-            for kind, values in member.identities.items():
-                for value in values:
-                    key = identifier_key(kind, value)
-                    if self.view.owner.get(key) == member_id:
-                        del self.view.owner[key]
+            self.view.forget(member)
             if self.loyalty is not None:
                 self.loyalty.forget(member_id)
             return member
@@ -623,9 +638,6 @@ class Processor:
         """The member's events already in the log as of the batch being processed."""
         stored = self._log.read_member(profile.identities.get(USER_ID, []), profile.identities.get(ANONYMOUS_ID, []))
         return [e for e in stored if e.offset <= self._horizon]
-
-    def _publish_identities(self, member: Member) -> None:
-        self.view.publish(member)
 
 
 def next_step_size(size: int, applied: int, spent_s: float, largest: int) -> int:

@@ -4,21 +4,30 @@ The processor folds the event log into members; what it has folded is described 
 number, the offset of the last event applied. Every implementation commits the changed
 members, the changed profiles and that offset in **one transaction**, so after a crash
 the state and the offset agree: no batch is applied twice and none is skipped.
+
+Besides the members (member id -> identifiers), a store keeps the **identifier index**
+(identifier key -> member id, the key being :func:`~loyalty_cdp.core.identifiers.identifier_key`),
+derived from the members and written in the same transaction: the processor loads only the
+members a batch touches (:meth:`ProfileStore.members_owning`) and readers find a member by
+any identifier (:meth:`ProfileStore.owner`) without the graph in memory. The graph gives
+each identifier one member; :func:`index_changes` is how a commit keeps the index in step.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Protocol
 
 import msgspec
 
+from loyalty_cdp.core.identifiers import identifier_key
 from loyalty_cdp.core.identity import Member
 
 
 class Snapshot(msgspec.Struct):
-    """Everything the processor needs to resume: the offset, the graph, the profiles, and the
-    state shared between members (the loyalty program's campaign budgets), None until set."""
+    """Everything the processor needs to resume: the offset, the graph (empty when loaded
+    without members), the profiles, and the state shared between members (the loyalty
+    program's campaign budgets), None until set."""
 
     offset: int
     members: list[Member]
@@ -58,9 +67,47 @@ class Changes(msgspec.Struct):
     shared: bytes | None = None  # None: unchanged
 
 
+def member_keys(identities: Mapping[str, Iterable[str]]) -> set[str]:
+    """The identifier keys of one member's identities."""
+    return {identifier_key(kind, value) for kind, values in identities.items() for value in values}
+
+
+def index_changes(before: Mapping[str, Mapping[str, Iterable[str]]],
+                  changes: Changes) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """What ``changes`` does to the identifier index, given the committed identities ``before``
+    of the members it removes or writes: (key, member id) pairs to drop (only while the key still
+    names that member), then (key, member id) pairs to write (replacing any other owner).
+
+    Only keys that change are touched: a member written again with the identifiers it had
+    costs nothing in the index."""
+    written = {member.id: member.identities for member in changes.members}  # the last one wins, as stored
+    drop: list[tuple[str, str]] = []
+    add: list[tuple[str, str]] = []
+    for member_id in {*changes.removed_members, *written}:
+        old = member_keys(before.get(member_id, {}))
+        new = member_keys(written.get(member_id, {}))
+        drop += [(key, member_id) for key in old - new]
+        add += [(key, member_id) for key in new - old]
+    return drop, add
+
+
 class ProfileStore(Protocol):
-    def load(self) -> Snapshot:
-        """The state as last committed (offset 0 and nothing else for a new store)."""
+    def load(self, members: bool = True) -> Snapshot:
+        """The state as last committed (offset 0 and nothing else for a new store). With
+        ``members=False`` the snapshot leaves the members out: a processor that loads a batch's
+        members from the store (:meth:`members_owning`) needs them only for an in-memory index."""
+        ...
+
+    def owner(self, key: str) -> str | None:
+        """The id of the member owning an identifier key as last committed, or None."""
+        ...
+
+    def members_owning(self, keys: Iterable[str]) -> list[Member]:
+        """Every member owning any of ``keys``, once each, with all its identifiers."""
+        ...
+
+    def member(self, member_id: str) -> Member | None:
+        """One member with all its identifiers, or None."""
         ...
 
     def commit(self, changes: Changes) -> None:
@@ -76,7 +123,8 @@ class ProfileStore(Protocol):
         ...
 
     def erase_member(self, member_id: str) -> None:
-        """Delete one member's identities, profile and identity history in one transaction, so
+        """Delete one member's identities (with their index entries), profile and identity history
+        in one transaction, so
         that no reader can find them afterwards and the storage engine's free pages and logs
         keep none of it (erasure)."""
         ...
