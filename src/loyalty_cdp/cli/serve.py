@@ -135,6 +135,7 @@ def serve(
     import uvicorn
 
     from loyalty_cdp.api.app import create_app
+    from loyalty_cdp.api.http_protocol import GatheredWritesProtocol
     from loyalty_cdp.bootstrap import open_key_store, open_program
     from loyalty_cdp.services.scoring import score_every_s
 
@@ -162,6 +163,7 @@ def serve(
             port=settings.port,
             log_config=log_config,
             access_log=False,
+            http=GatheredWritesProtocol,  # a response in one write (api/http_protocol.py)
             timeout_graceful_shutdown=30,
         )
     finally:
