@@ -220,8 +220,8 @@ class MemberView:
         return (_decode_profile(blob) for blob in blobs)
 
     def hold(self, member_ids: Iterable[str]) -> None:
-        """Before a commit removes these members' profiles from the store: keep them readable until
-        :meth:`publish` has pointed their identifiers elsewhere and the processor has popped them."""
+        """Before a commit removes these members' profiles from the store (and points their identifiers
+        elsewhere): keep them readable for whoever found them before, until the processor pops them."""
         if isinstance(self.profiles, StoredProfiles):
             self.profiles.hold(member_ids)
 
