@@ -138,3 +138,11 @@ def test_only_the_latest_members_are_kept(tmp_path: Path) -> None:
         assert world.answers.answer(member, as_of) == world.fresh(member, as_of)
     assert len(world.answers) == 2
     world.close()
+
+
+def test_an_erased_member_is_forgotten(world: World) -> None:
+    member = member_id(world)
+    world.answers.answer(member, 0)
+    world.processor.erase_member(member)
+    world.answers.forget([member])
+    assert len(world.answers) == 0 and world.answers.answer(member, 0) is None

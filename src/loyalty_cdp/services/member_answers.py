@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -76,6 +77,12 @@ class MemberAnswers:
 
     def __len__(self) -> int:
         return len(self._kept)
+
+    def forget(self, member_ids: Iterable[str]) -> None:
+        """Drop what is kept of these members (an erasure: nothing of theirs stays in memory)."""
+        with self._lock:
+            for member_id in member_ids:
+                self._kept.pop(member_id, None)
 
     def answer(self, member_id: str, as_of: int) -> bytes | None:
         """The member's answer as of ``as_of`` (epoch ms), encoded; None for an unknown member."""

@@ -83,6 +83,7 @@ from loyalty_cdp.services.privacy_export import access_export, admt_account, con
 if TYPE_CHECKING:
     from loyalty_cdp.bootstrap import Components
     from loyalty_cdp.services.activation import Activation
+    from loyalty_cdp.services.member_answers import MemberAnswers
     from loyalty_cdp.services.processor import Processor
 
 DEFAULT_REGION = "US"
@@ -104,7 +105,8 @@ class PrivacyContext:
     ``append`` stores new events durably (the server's group commit; offline, the log and a
     processor catch-up); ``in_flight`` counts events accepted by ingest but not appended yet.
     ``activation`` holds the decision store, the outbox, the SMS STOP list and the audience
-    exports (None: a context without them, whose access export says so).
+    exports (None: a context without them, whose access export says so). ``answers`` is the
+    server's cache of member answers, which an erasure empties of the person.
     """
 
     data_dir: Path
@@ -117,12 +119,14 @@ class PrivacyContext:
     append: Append
     in_flight: Callable[[], int] = field(default=lambda: 0)
     activation: Activation | None = None
+    answers: MemberAnswers | None = None
 
     @classmethod
     def of(cls, components: Components) -> PrivacyContext:
         return cls(components.settings.data_dir, components.processor, components.event_log, components.scores,
                    components.suppression, components.privacy_requests, components.audit,
-                   components.appender.submit, lambda: components.appender.queued_events, components.activation)
+                   components.appender.submit, lambda: components.appender.queued_events, components.activation,
+                   components.answers)
 
 
 def _identifiers(identities: Mapping[str, list[str]]) -> set[tuple[str, str]]:
@@ -323,6 +327,8 @@ class PrivacyService:
                     self.c.event_log.read_member, profile.identities.get(USER_ID, []),
                     profile.identities.get(ANONYMOUS_ID, [])))
                 member = await asyncio.to_thread(self.c.processor.erase_member, member_id)
+                if self.c.answers is not None:
+                    self.c.answers.forget(member_ids)
                 if member is not None:
                     erased = True
                     identifiers |= _identifiers(member.identities)
