@@ -10,7 +10,7 @@ Time and generated ids are passed in, so the results depend on the arguments onl
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
@@ -35,6 +35,7 @@ _TIME_FIELDS = ("timestamp", "sentAt", "originalTimestamp")
 _NOT_STABLE = ("sentAt", "writeKey", "receivedAt", "timestamp")
 # A JSON text with at most this many brackets cannot nest any field deeper than MAX_DEPTH.
 _SURELY_SHALLOW = MAX_DEPTH + 1
+_CONTAINERS = (dict, list)
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder()
@@ -132,8 +133,7 @@ def _describe(epoch_ms: int) -> str:
     return f"{epoch_ms} ms from the Unix epoch, beyond the year 9999 or before the year 1"
 
 
-def _identifier(call: dict[str, Any], key: str) -> str | None:
-    value = call.get(key)
+def _identifier(value: Any, key: str) -> str | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (str, int)):
@@ -146,12 +146,16 @@ def _identifier(call: dict[str, Any], key: str) -> str | None:
     return text or None
 
 
+def _is_object(value: Any) -> bool:
+    return value is None or isinstance(value, dict)
+
+
 def _deeper_than(value: dict[str, Any] | list[Any], levels: int) -> bool:
     """Whether a decoded JSON container nests more than ``levels`` deep (scalars cost one type check)."""
     if levels <= 0:
         return True
     for child in value.values() if isinstance(value, dict) else value:
-        if isinstance(child, (dict, list)) and _deeper_than(child, levels - 1):
+        if isinstance(child, _CONTAINERS) and _deeper_than(child, levels - 1):
             return True
     return False
 
@@ -160,7 +164,7 @@ def _deep_field(call: dict[str, Any], keys: Iterable[Any]) -> str | None:
     """The first of ``keys`` whose value nests deeper than MAX_DEPTH, if any (exact, bounded recursion)."""
     for key in keys:
         value = call.get(key)
-        if isinstance(value, (dict, list)) and _deeper_than(value, MAX_DEPTH):
+        if isinstance(value, _CONTAINERS) and _deeper_than(value, MAX_DEPTH):
             return str(key)
     return None
 
@@ -185,59 +189,99 @@ def normalise(
     part, so a retry (new ``sentAt``, new ``receivedAt``) hashes the same and any change of
     content does not. The stable part is encoded once for the hash, the depth check and the body.
     """
+    return _normalise(call, call_type, received_at, format_time(received_at), _GeneratedIds(default_message_id),
+                      None, batch_sent_at)
+
+
+class _GeneratedIds:
+    """The message ids of a request's calls that come without one: the request id, suffixed by
+    ``-<index>`` in a batch. A request id given as a function is made on first use, if any."""
+
+    __slots__ = ("_request_id",)
+
+    def __init__(self, request_id: str | Callable[[], str]) -> None:
+        self._request_id = request_id
+
+    def of(self, index: int | None) -> str:
+        if not isinstance(self._request_id, str):
+            self._request_id = self._request_id()
+        return self._request_id if index is None else f"{self._request_id}-{index}"
+
+
+def _normalise(
+    call: Any,
+    call_type: str | None,
+    received_at: int,
+    received_text: str,
+    generated_ids: _GeneratedIds,
+    index: int | None,
+    batch_sent_at: int | None,
+) -> Event:
+    """:func:`normalise` for a call of a request: ``received_text`` is formatted once per request, and the
+    generated message id (the call's index in a batch, else None) only when needed.
+
+    Every check of :func:`normalise`, in the same order (the first failing one names the field),
+    with the dictionary read once per field: this runs for every ingested call.
+    """
     if not isinstance(call, dict):
         raise InvalidInput("", "each call must be a JSON object")
-    kind = call_type if call_type is not None else call.get("type")
+    get = call.get
+    kind = call_type if call_type is not None else get("type")
     if not isinstance(kind, str) or kind not in CALL_TYPES:
         raise InvalidInput(
             "type", f"must be one of {', '.join(sorted(CALL_TYPES))}, got {str(kind)[:40]!r}"
         )
-    user_id = _identifier(call, "userId")
-    anonymous_id = _identifier(call, "anonymousId")
+    user_id = _identifier(get("userId"), "userId")
+    anonymous_id = _identifier(get("anonymousId"), "anonymousId")
     if user_id is None and anonymous_id is None:
         raise InvalidInput("userId", "userId or anonymousId is required")
 
-    message_id = call.get("messageId")
+    message_id = get("messageId")
     if message_id is None or message_id == "":
-        message_id = default_message_id
+        message_id = generated_ids.of(index)
     elif not isinstance(message_id, str) or "\x00" in message_id:
         raise InvalidInput("messageId", "must be a string without NUL characters")
     elif len(message_id) > MAX_MESSAGE_ID_CHARS:
         raise InvalidInput("messageId", f"must be under {MAX_MESSAGE_ID_CHARS + 1} characters")
 
-    for key in _OBJECT_FIELDS:
-        value = call.get(key)
-        if value is not None and not isinstance(value, dict):
-            raise InvalidInput(key, "must be a JSON object")
+    context = get("context")
+    if not (_is_object(context) and _is_object(get("integrations")) and _is_object(get("properties"))
+            and _is_object(get("traits"))):
+        raise InvalidInput(next(key for key in _OBJECT_FIELDS if not _is_object(get(key))), "must be a JSON object")
     # The fields left out of the stable part escape the bracket count below: check them here.
-    deep = _deep_field(call, _NOT_STABLE)
-    if deep is not None:
-        raise InvalidInput(deep, f"is nested deeper than {MAX_DEPTH} levels")
+    timestamp_value, sent_value = get("timestamp"), get("sentAt")
+    if isinstance(sent_value, _CONTAINERS) or isinstance(get("writeKey"), _CONTAINERS) \
+            or isinstance(get("receivedAt"), _CONTAINERS) or isinstance(timestamp_value, _CONTAINERS):
+        deep = _deep_field(call, _NOT_STABLE)
+        if deep is not None:
+            raise InvalidInput(deep, f"is nested deeper than {MAX_DEPTH} levels")
 
     name: str | None = None
     if kind == "track":
-        name = call.get("event")
+        name = get("event")
         if not isinstance(name, str) or not name.strip():
             raise InvalidInput("event", "track calls need a non-empty event name")
         if "\x00" in name:
             raise InvalidInput("event", "must not contain the NUL character")
     elif kind in ("page", "screen"):
-        raw_name = call.get("name")
-        if raw_name is not None and (not isinstance(raw_name, str) or "\x00" in raw_name):
+        name = get("name")
+        if name is not None and (not isinstance(name, str) or "\x00" in name):
             raise InvalidInput("name", "must be a string without NUL characters")
-        name = raw_name
     elif kind == "group":
-        if _identifier(call, "groupId") is None:
+        if _identifier(get("groupId"), "groupId") is None:
             raise InvalidInput("groupId", "group calls need a groupId")
     elif kind == "alias":
-        if _identifier(call, "previousId") is None:
+        if _identifier(get("previousId"), "previousId") is None:
             raise InvalidInput("previousId", "alias calls need a previousId")
         if user_id is None:
             raise InvalidInput("userId", "alias calls need a userId")
 
-    times = [None if call.get(key) is None else parse_time(call[key], key) for key in _TIME_FIELDS]
-    client_time = times[0] if times[0] is not None else times[2]
-    sent_at = times[1] if times[1] is not None else batch_sent_at
+    original_value = get("originalTimestamp")
+    client_time = None if timestamp_value is None else parse_time(timestamp_value, "timestamp")
+    sent_at = batch_sent_at if sent_value is None else parse_time(sent_value, "sentAt")
+    original_time = None if original_value is None else parse_time(original_value, "originalTimestamp")
+    if client_time is None:
+        client_time = original_time
     if client_time is None:
         timestamp = received_at
     elif sent_at is not None:
@@ -249,18 +293,16 @@ def normalise(
     else:
         timestamp = client_time
         if not FIRST_EVENT_MS <= timestamp <= LAST_EVENT_MS:
-            field = "timestamp" if times[0] is not None else "originalTimestamp"
+            field = "timestamp" if timestamp_value is not None else "originalTimestamp"
             raise InvalidInput(field, f"is {_describe(timestamp)}; it must fall {EVENT_TIME_RANGE}")
 
-    context = call.get("context") or {}
-    channel = context.get("channel")
+    channel = None if not context else context.get("channel")
     if channel is not None and (not isinstance(channel, str) or "\x00" in channel):
         raise InvalidInput("context.channel", "must be a string without NUL characters")
 
     stable = call.copy()
     for key in _NOT_STABLE:
-        if key in stable:
-            del stable[key]
+        stable.pop(key, None)
     stable["type"] = kind
     stable["messageId"] = message_id
     original_text = None if client_time is None else format_time(client_time)
@@ -282,33 +324,23 @@ def normalise(
             raise InvalidInput(deep, f"is nested deeper than {MAX_DEPTH} levels")
         if encoded is None:
             raise InvalidInput("", "cannot be encoded as JSON: nested too deeply")
-    payload_hash = hashlib.blake2b(encoded, digest_size=16).digest()
-    received_text = format_time(received_at)
     if timestamp == received_at:
         timestamp_text = received_text
     elif timestamp == client_time and original_text is not None:
         timestamp_text = original_text
     else:
         timestamp_text = format_time(timestamp)
-    tail = {"timestamp": timestamp_text, "receivedAt": received_text}
+    # The times are plain ASCII, so they need no encoder; "type" is always in the stable part, a
+    # non-empty object whose closing brace the tail replaces.
+    tail = f',"timestamp":"{timestamp_text}","receivedAt":"{received_text}"'.encode()
     if "sentAt" in call:
-        tail["sentAt"] = call["sentAt"]  # kept as sent (parse_time checked it is a string or null)
-    # Both are non-empty JSON objects ("type" is always in the stable part): splice them.
-    body = encoded[:-1] + b"," + _encoder.encode(tail)[1:]
+        body = b"".join((encoded[:-1], tail, b',"sentAt":', _encoder.encode(sent_value), b"}"))
+    else:
+        body = b"".join((encoded[:-1], tail, b"}"))
     if len(body) > MAX_EVENT_BYTES:
         raise PayloadTooLarge("", f"event is {len(body)} bytes, over the {MAX_EVENT_BYTES} limit")
-    return Event(
-        message_id=message_id,
-        type=kind,
-        event=name,
-        user_id=user_id,
-        anonymous_id=anonymous_id,
-        timestamp=timestamp,
-        received_at=received_at,
-        channel=channel,
-        body=body,
-        payload_hash=payload_hash,
-    )
+    return Event(message_id, kind, name, user_id, anonymous_id, timestamp, received_at, channel, body,
+                 hashlib.blake2b(encoded, digest_size=16).digest())
 
 
 def decode_json(body: bytes, decoder: msgspec.json.Decoder[Any] = _decoder) -> Any:
@@ -329,20 +361,23 @@ def decode_json(body: bytes, decoder: msgspec.json.Decoder[Any] = _decoder) -> A
 
 
 def normalise_request(
-    body: bytes, *, call_type: str | None, received_at: int, request_id: str
+    body: bytes, *, call_type: str | None, received_at: int, request_id: str | Callable[[], str]
 ) -> tuple[list[Event], list[Rejection]]:
     """Decode one ingest request and normalise its calls: the valid events and the rejections.
 
     ``call_type`` is the endpoint's (``None`` for ``batch``). A single call's fault, and a
     fault of the request itself (JSON, shape, size, the batch's ``sentAt`` or ``context``),
     raises :class:`InvalidInput`; a batch's invalid calls are rejected one by one. Calls
-    without a ``messageId`` get ``request_id`` (suffixed by their index in a batch).
+    without a ``messageId`` get ``request_id`` (suffixed by their index in a batch); a function
+    there is called for it once, and only if a call needs it (making a unique id costs more than
+    normalising a small request).
     """
     payload = decode_json(body)
+    generated_ids = _GeneratedIds(request_id)
     if call_type is not None:
         try:
-            return [normalise(payload, call_type=call_type, received_at=received_at,
-                              default_message_id=request_id)], []
+            return [_normalise(payload, call_type, received_at, format_time(received_at), generated_ids, None,
+                               None)], []
         except InvalidInput as exc:
             if exc.field:
                 raise
@@ -359,6 +394,7 @@ def normalise_request(
     shared_context = payload.get("context")
     if shared_context is not None and not isinstance(shared_context, dict):
         raise InvalidInput("context", "must be a JSON object")
+    received_text = format_time(received_at)
     events: list[Event] = []
     rejections: list[Rejection] = []
     for index, call in enumerate(calls):
@@ -367,8 +403,7 @@ def normalise_request(
             if own is None or isinstance(own, dict):
                 call = {**call, "context": {**shared_context, **(own or {})}}
         try:
-            events.append(normalise(call, call_type=None, received_at=received_at,
-                                    default_message_id=f"{request_id}-{index}", batch_sent_at=sent_at))
+            events.append(_normalise(call, None, received_at, received_text, generated_ids, index, sent_at))
         except InvalidInput as exc:
             message_id = call.get("messageId") if isinstance(call, dict) else None
             rejections.append(Rejection(

@@ -182,35 +182,53 @@ def _failed(exc: Exception) -> AppendResult:
 def _prepare_group(suppression: SuppressionList | None, items: list[_Item]) -> tuple[list[Stored | _Refused],
                                                                                      list[Event]]:
     """Each request's outcome, and the group's events to append (suppressed ones left out)."""
-    events: list[Event] = []
+    normalised = [None if isinstance(item, _Events) else _normalise_request(item) for item in items]
+    ingested: list[Event] = []  # the accepted events of the raw requests, in order
+    for outcome in normalised:
+        if isinstance(outcome, tuple):
+            ingested.extend(outcome[0])
+    # An erased person stays out: ingested events carrying a suppressed identifier are not
+    # stored (the client is answered as usual). One look-up serves the whole group.
+    dropped = suppression.suppressed(ingested) if suppression is not None else set()
     outcomes: list[Stored | _Refused] = []
-    for item in items:
+    events: list[Event] = []
+    start = 0  # where the next raw request's events are in ``ingested``
+    for item, outcome in zip(items, normalised, strict=True):
         if isinstance(item, _Events):
-            events.extend(item.events)
             outcomes.append(Stored(len(item.events), 0, []))
-            continue
-        try:
-            accepted, rejections = normalise_request(
-                item.body, call_type=item.call_type, received_at=item.received_at, request_id=f"lcdp-{uuid.uuid4()}"
-            )
-        except InvalidInput as exc:
-            outcomes.append(_Refused(exc.field, exc.reason, isinstance(exc, PayloadTooLarge)))
-            continue
-        except Exception as exc:  # a bug: this request fails alone; its group, and the writer, go on
-            log.exception("normalising an ingest request failed")
-            outcomes.append(_Refused(None, f"{type(exc).__name__} while normalising the request", internal=True))
-            continue
-        if not item.commands_allowed and (refusal := _command_refusal(accepted)):
-            outcomes.append(_Refused(None, refusal))
-            continue
-        # An erased person stays out: events carrying a suppressed identifier are not stored
-        # (the client is answered as usual).
-        dropped = suppression.suppressed(accepted) if suppression is not None else ()
-        if dropped:
-            accepted = [event for index, event in enumerate(accepted) if index not in dropped]
-        events.extend(accepted)
-        outcomes.append(Stored(len(accepted), len(dropped), rejections))
+            events.extend(item.events)
+        elif isinstance(outcome, _Refused):
+            outcomes.append(outcome)
+        elif outcome is not None:
+            accepted, rejections = outcome
+            end = start + len(accepted)
+            if dropped:
+                accepted = [ingested[i] for i in range(start, end) if i not in dropped]
+            outcomes.append(Stored(len(accepted), end - start - len(accepted), rejections))
+            events.extend(accepted)
+            start = end
     return outcomes, events
+
+
+def _normalise_request(item: _Calls) -> tuple[list[Event], list[Rejection]] | _Refused:
+    """A raw request's accepted events and rejected calls, or why it is refused as a whole."""
+    try:
+        accepted, rejections = normalise_request(
+            item.body, call_type=item.call_type, received_at=item.received_at, request_id=_new_request_id
+        )
+    except InvalidInput as exc:
+        return _Refused(exc.field, exc.reason, isinstance(exc, PayloadTooLarge))
+    except Exception as exc:  # a bug: this request fails alone; its group, and the writer, go on
+        log.exception("normalising an ingest request failed")
+        return _Refused(None, f"{type(exc).__name__} while normalising the request", internal=True)
+    if not item.commands_allowed and (refusal := _command_refusal(accepted)):
+        return _Refused(None, refusal)
+    return accepted, rejections
+
+
+def _new_request_id() -> str:
+    """The id that a request's calls without a ``messageId`` are named after (made only for them)."""
+    return f"lcdp-{uuid.uuid4()}"
 
 
 _Job = tuple[list[Stored | _Refused], Callable[[], AppendResult]]

@@ -99,6 +99,9 @@ _ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _ROW_WIDTH = 11
 _ROWS_PER_INSERT = 64  # 704 variables a statement, far below SQLite's limit
 _INSERT = _INSERT_INTO + _ROW
+# Positions of Event's fields in astuple(event).
+_USER_ID = Event.__struct_fields__.index("user_id")
+_ANONYMOUS_ID = Event.__struct_fields__.index("anonymous_id")
 _INSERT_MANY = _INSERT_INTO + ", ".join([_ROW] * _ROWS_PER_INSERT)
 # Lists travel as one JSON array parameter, so no batch meets SQLite's variable limit.
 _AT_OFFSETS = '"offset" IN (SELECT value FROM json_each(?))'
@@ -118,6 +121,29 @@ def _message_keys(message_ids: Iterable[str]) -> np.ndarray:
     """64-bit fingerprints of message ids (a filter only: hits are confirmed on the row)."""
     digests = [hashlib.blake2b(i.encode(), digest_size=8).digest() for i in message_ids]
     return np.frombuffer(b"".join(digests), _MESSAGE_KEY)
+
+
+def _new_versions(
+    events: Sequence[Event], keys: np.ndarray, kept: dict[str, bytes]
+) -> tuple[list[int] | None, int]:
+    """Positions in ``events`` of the versions to store (None: all of them), and the conflicts.
+
+    ``kept`` maps the stored message ids that may be among ``events`` to their payload hashes.
+    Usually none is, and distinct fingerprints mean distinct ids: then every event is new,
+    known without a look-up per event.
+    """
+    if not kept and len(np.unique(keys)) == len(keys):
+        return None, 0
+    fresh: list[int] = []
+    conflicts = 0
+    for position, event in enumerate(events):
+        kept_hash = kept.get(event.message_id)
+        if kept_hash is None:
+            kept[event.message_id] = event.payload_hash
+            fresh.append(position)
+        elif kept_hash != event.payload_hash:
+            conflicts += 1
+    return fresh, conflicts
 
 
 def _member_keys(identifiers: Iterable[str | None]) -> np.ndarray:
@@ -288,18 +314,12 @@ class SqliteEventLog:
             writer.execute("BEGIN IMMEDIATE")
             self._catch_up(writer)
             kept = self._stored_hashes(writer, self._index.candidates(keys))
-            fresh: list[int] = []  # positions in ``events`` of the versions to store
-            conflicts = 0
-            for position, event in enumerate(events):
-                kept_hash = kept.get(event.message_id)
-                if kept_hash is None:
-                    kept[event.message_id] = event.payload_hash
-                    fresh.append(position)
-                elif kept_hash != event.payload_hash:
-                    conflicts += 1
+            fresh, conflicts = _new_versions(events, keys, kept)
+            stored = events if fresh is None else [events[i] for i in fresh]
+            stored_keys = keys if fresh is None else keys[fresh]
             first = self._next_offset
-            if fresh:
-                self._insert(writer, first, [events[i] for i in fresh], keys[fresh])
+            if stored:
+                self._insert(writer, first, stored, stored_keys)
         except BaseException as exc:
             try:
                 with suppress(sqlite3.Error):  # a broken connection's transaction died with it
@@ -309,8 +329,8 @@ class SqliteEventLog:
             if isinstance(exc, sqlite3.Error):
                 raise StorageUnavailable(f"event log {self.path}: {exc}") from exc
             raise
-        result = AppendResult(appended=len(fresh), duplicates=len(events) - len(fresh), conflicts=conflicts)
-        return StagedAppend(self, (writer, keys[fresh], first), result)
+        result = AppendResult(appended=len(stored), duplicates=len(events) - len(stored), conflicts=conflicts)
+        return StagedAppend(self, (writer, stored_keys, first), result)
 
     def _committed(self, keys: np.ndarray, first: int) -> None:
         """After a commit (the write lock still held): index what it stored."""
@@ -320,9 +340,15 @@ class SqliteEventLog:
 
     @staticmethod
     def _insert(
-        conn: sqlite3.Connection, first: int, events: list[Event], keys: np.ndarray
+        conn: sqlite3.Connection, first: int, events: Sequence[Event], keys: np.ndarray
     ) -> None:
-        values = [field for i, e in enumerate(events) for field in (first + i, *astuple(e))]
+        # The statements' parameters, row after row, filled a column at a time (slice assignments
+        # instead of a Python step per field).
+        columns = list(zip(*map(astuple, events), strict=True))
+        values: list[object] = [None] * (len(events) * _ROW_WIDTH)
+        values[0::_ROW_WIDTH] = range(first, first + len(events))
+        for position, column in enumerate(columns, 1):
+            values[position::_ROW_WIDTH] = column
         whole = len(events) - len(events) % _ROWS_PER_INSERT
         step = _ROW_WIDTH * _ROWS_PER_INSERT
         if whole:
@@ -337,8 +363,8 @@ class SqliteEventLog:
                 first,
                 len(events),
                 len(events),
-                _member_keys(e.user_id for e in events).tobytes(),
-                _member_keys(e.anonymous_id for e in events).tobytes(),
+                _member_keys(columns[_USER_ID]).tobytes(),
+                _member_keys(columns[_ANONYMOUS_ID]).tobytes(),
                 keys.tobytes(),
             ),
         )
