@@ -25,6 +25,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+import msgspec
+
 from loyalty_cdp.adapters.eventlog.base import StoredEvent
 from loyalty_cdp.core.loyalty import LoyaltyEngine, LoyaltyInput, LoyaltyState, decode, encode, from_event
 from loyalty_cdp.core.profile import Profile
@@ -33,6 +35,15 @@ STATE_KEY = "state"
 LATENESS_MS = 60_000  # transitions wait this long for stragglers before they fire
 
 History = Callable[[Profile], Iterable[StoredEvent]]
+
+
+class _LoyaltyPart(msgspec.Struct, gc=False):
+    """The one field of an encoded profile that start-up reads (the others are skipped, not built)."""
+
+    loyalty: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+_decode_loyalty = msgspec.msgpack.Decoder(_LoyaltyPart).decode
 
 
 def loyalty_state(profile: Profile) -> LoyaltyState | None:
@@ -46,11 +57,12 @@ class LoyaltyStage:
         self._history = history
         self.due: dict[str, int] = {}  # member id -> when its next transition is due
 
-    def load(self, profiles: Iterable[tuple[str, Profile]]) -> None:
-        for member_id, profile in profiles:
-            state = loyalty_state(profile)
+    def load(self, profiles: Iterable[tuple[str, bytes]]) -> None:
+        """Learn when each member's next transition is due, from (member id, encoded profile)."""
+        for member_id, blob in profiles:
+            state = _decode_loyalty(blob).loyalty.get(STATE_KEY)
             if state is not None:
-                self.due[member_id] = self.engine.next_due(state)
+                self.due[member_id] = self.engine.next_due(decode(state))
 
     def apply(self, profile: Profile, events: Sequence[StoredEvent]) -> list[dict[str, Any]]:
         """Fold ``events`` into the member's loyalty state (in ``profile``); returns emitted calls."""

@@ -36,6 +36,7 @@ import threading
 import time
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
+from itertools import islice
 from typing import Any
 
 import msgspec
@@ -77,6 +78,7 @@ _decode_budgets = msgspec.msgpack.Decoder(CampaignBudgets).decode
 
 
 CACHED_PROFILES = 4_096  # encoded profiles a store-backed view keeps in memory (the latest read)
+START_CHUNK = 500  # encoded profiles in memory at once while a processor starts
 
 
 class StoredProfiles(MutableMapping[str, bytes]):
@@ -271,11 +273,12 @@ class Processor:
         self._step_size = min(FIRST_STEP_EVENTS, batch_size)  # the server loop's batch (see _run)
         self.view = MemberView(self._rules.default_region, store)
         # Each batch loads the members it touches from the store; every member is needed only for
-        # a view that holds the identifier index in memory.
-        snapshot = store.load(members=self.view.owner is not None)
+        # a view that holds the identifier index in memory. A view over the store keeps only the
+        # ids: the profiles are walked in chunks from the store, so that start-up never holds them all.
+        in_memory = not isinstance(self.view.profiles, StoredProfiles)
+        snapshot = store.load(members=self.view.owner is not None, profiles=in_memory)
         self.offset = snapshot.offset
         self._horizon = snapshot.offset  # history reads stop here: what the log held for this batch
-        self.view.profiles.update(snapshot.profiles)
         self.view.publish(snapshot.members)
         self.loyalty: LoyaltyStage | None = None
         self._budgets = _decode_budgets(snapshot.shared) if snapshot.shared else CampaignBudgets()
@@ -284,8 +287,11 @@ class Processor:
             # processor owns them and commits them with the offset, like every other state.
             loyalty.budgets = self._budgets
             self.loyalty = LoyaltyStage(loyalty, self._member_history)
-        if self.loyalty is not None:
-            self.loyalty.load((mid, _decode_profile(blob)) for mid, blob in snapshot.profiles.items())
+        profiles = iter(snapshot.profiles.items() if in_memory else store.iter_profiles())
+        while chunk := list(islice(profiles, START_CHUNK)):
+            self.view.profiles.update(chunk)
+            if self.loyalty is not None:
+                self.loyalty.load(chunk)
         self.decisioning = decisioning
         self._sweep: list[str] = []  # member ids the current decisioning sweep has still to look at
         self._sweep_started = -SWEEP_EVERY_S

@@ -92,10 +92,12 @@ def index_changes(before: Mapping[str, Mapping[str, Iterable[str]]],
 
 
 class ProfileStore(Protocol):
-    def load(self, members: bool = True) -> Snapshot:
+    def load(self, members: bool = True, profiles: bool = True) -> Snapshot:
         """The state as last committed (offset 0 and nothing else for a new store). With
         ``members=False`` the snapshot leaves the members out: a processor that loads a batch's
-        members from the store (:meth:`members_owning`) needs them only for an in-memory index."""
+        members from the store (:meth:`members_owning`) needs them only for an in-memory index.
+        With ``profiles=False`` it leaves the profiles out (a caller walks them with
+        :meth:`iter_profiles` instead of holding them all at once)."""
         ...
 
     def owner(self, key: str) -> str | None:
@@ -119,7 +121,7 @@ class ProfileStore(Protocol):
         ...
 
     def iter_profiles(self) -> Iterator[tuple[str, bytes]]:
-        """Every (member id, encoded profile), for batch jobs that scan all members."""
+        """Every (member id, encoded profile) in member id order, for batch jobs that scan all members."""
         ...
 
     def erase_member(self, member_id: str) -> None:

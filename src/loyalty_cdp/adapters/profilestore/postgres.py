@@ -135,7 +135,7 @@ class PostgresProfileStore:
         self._conn = conn
         return conn
 
-    def load(self, members: bool = True) -> Snapshot:
+    def load(self, members: bool = True, profiles: bool = True) -> Snapshot:
         with self._lock, _storage_errors("load failed"):
             conn = self._connection()
             with conn.transaction():
@@ -146,8 +146,8 @@ class PostgresProfileStore:
                     Member(id=member_id, identities=_decode_identities(blob))
                     for member_id, blob in cursor.execute("SELECT member_id, identities FROM member_identities")
                 ] if members else []
-                profiles = dict(cursor.execute("SELECT member_id, state FROM member_profiles"))
-        return Snapshot(offset=offset, members=graph, profiles=profiles, shared=shared)
+                blobs = dict(cursor.execute("SELECT member_id, state FROM member_profiles")) if profiles else {}
+        return Snapshot(offset=offset, members=graph, profiles=blobs, shared=shared)
 
     def owner(self, key: str) -> str | None:
         with self._lock, _storage_errors("identifier read failed"):

@@ -169,7 +169,7 @@ class SqliteProfileStore:
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
 
-    def load(self, members: bool = True) -> Snapshot:
+    def load(self, members: bool = True, profiles: bool = True) -> Snapshot:
         """Read in one transaction: another connection's commit cannot land between the reads."""
         with self._lock, self._storage_errors():
             self._db.execute("BEGIN")
@@ -179,10 +179,10 @@ class SqliteProfileStore:
                     Member(id=member_id, identities=_decode_identities(blob))
                     for member_id, blob in self._db.execute("SELECT member_id, identities FROM members")
                 ] if members else []
-                profiles = dict(self._db.execute("SELECT member_id, state FROM profiles"))
+                blobs = dict(self._db.execute("SELECT member_id, state FROM profiles")) if profiles else {}
             finally:
                 self._db.execute("COMMIT")
-        return Snapshot(offset=offset, members=graph, profiles=profiles, shared=shared)
+        return Snapshot(offset=offset, members=graph, profiles=blobs, shared=shared)
 
     def commit(self, changes: Changes) -> None:
         with self._lock, self._write_transaction():
@@ -224,9 +224,8 @@ class SqliteProfileStore:
         return [IdentityRecord(*row) for row in rows]
 
     def iter_profiles(self) -> Iterator[tuple[str, bytes]]:
-        with self._lock, self._storage_errors():
-            rows = self._db.execute("SELECT member_id, state FROM profiles ORDER BY member_id").fetchall()
-        yield from rows
+        """In chunks (:meth:`scan_profiles`): a walk over every member holds ``SCAN_CHUNK`` profiles at a time."""
+        return self.scan_profiles()
 
     def erase_member(self, member_id: str) -> None:
         with self._lock:
