@@ -68,8 +68,7 @@ class LoyaltyStage:
         """Fold ``events`` into the member's loyalty state (in ``profile``); returns emitted calls."""
         if profile.user_id is None:
             return []
-        inputs = [found for event in events if (found := from_event(event)) is not None]
-        inputs = [i for i in inputs if self.engine.relevant(i)]
+        inputs = self._relevant(events)
         if not inputs:
             return []
         state = loyalty_state(profile)
@@ -109,5 +108,10 @@ class LoyaltyStage:
         self.due[profile.member_id] = self.engine.next_due(state)
 
     def _inputs(self, profile: Profile) -> list[LoyaltyInput]:
-        found = (from_event(event) for event in self._history(profile))
-        return [i for i in found if i is not None and self.engine.relevant(i)]
+        return self._relevant(self._history(profile))
+
+    def _relevant(self, events: Iterable[StoredEvent]) -> list[LoyaltyInput]:
+        """The inputs the program reads among ``events``; the others are not decoded."""
+        reads, relevant = self.engine.reads, self.engine.relevant
+        found = (from_event(event) for event in events if reads(event.type, event.event))
+        return [i for i in found if i is not None and relevant(i)]

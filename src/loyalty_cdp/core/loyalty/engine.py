@@ -61,6 +61,11 @@ class LoyaltyEngine:
     def new_state(self, member_id: str) -> LoyaltyState:
         return new_state(member_id)
 
+    def reads(self, kind: str, name: str | None) -> bool:
+        """Whether a call of this type and event name may be :meth:`relevant`, known before its body
+        is decoded (a log keeps both beside the body): most calls are not, and are never decoded."""
+        return (IDENTIFY if kind == IDENTIFY else name if kind == "track" else None) in self.book.relevant_events
+
     def relevant(self, event: LoyaltyInput) -> bool:
         """Whether ``event`` can change loyalty state (others are skipped, even when late)."""
         if event.name not in self.book.relevant_events:
