@@ -110,6 +110,14 @@ _OF_MEMBER = (
     "OR anonymous_id IN (SELECT value FROM json_each(?)))"
 )
 
+# sqlite3 binds int, float, str and bytearray directly; for any other value, None and bytes
+# included, it first looks for an adapter, and its look-up raises and clears an AttributeError
+# (about 0.3 us a value, three values an event). Adapters that return the value as it is bind
+# it exactly as before, found with one dictionary look-up. They apply to every sqlite3
+# connection of the process, which gains the same.
+sqlite3.register_adapter(bytes, bytes)
+sqlite3.register_adapter(type(None), lambda value: value)
+
 _MESSAGE_KEY = np.dtype("<u8")
 _MEMBER_KEY = np.dtype("<u4")
 # The dtypes of the fingerprint blobs of a batches row, in column order.
