@@ -420,9 +420,11 @@ class Processor:
         return applied
 
     def _fold_batch(self, limit: int) -> int:
+        """Fold up to ``limit`` events of the log; returns how many it consumed (suppressed ones included)."""
         stored = self._log.read(self.offset, limit)
         if not stored:
             return 0
+        consumed = len(stored)
         self._horizon = last_offset = stored[-1].offset
         if self._suppression is not None and (dropped := self._suppression.suppressed(stored)):
             # Events of an erased person that were already in flight when the erasure began.
@@ -480,7 +482,7 @@ class Processor:
         self.view.publish(members)
         for old_id in removed:
             self.view.profiles.pop(old_id, None)
-        return len(stored)
+        return consumed
 
     def advance_due(self, now_ms: int, until: float | None = None) -> int:
         """Run the loyalty transitions that are due (expiry, pending -> active, tier reviews).
