@@ -86,9 +86,11 @@ def parse_time(value: Any, field: str) -> int:
         raise InvalidInput(field, f"{value[:40]!r} is not an ISO-8601 date-time") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    # Exact integer arithmetic (a float timestamp can be a millisecond off); an offset can push a
-    # date-time of year 1 or 9999 out of the years UTC can name, so the range is checked too.
-    epoch_ms = (moment - _EPOCH) // _ONE_MS
+    # Exact integer arithmetic (a float timestamp can be a millisecond off), from the parts of the
+    # timedelta (dividing it by a timedelta costs twice as much); an offset can push a date-time
+    # of year 1 or 9999 out of the years UTC can name, so the range is checked too.
+    since = moment - _EPOCH
+    epoch_ms = since.days * 86_400_000 + since.seconds * 1000 + since.microseconds // 1000
     if not _FIRST_MS <= epoch_ms <= _LAST_MS:
         raise InvalidInput(field, f"{value[:40]!r} is out of range: not between years 1 and 9999 in UTC")
     return epoch_ms

@@ -140,8 +140,10 @@ def _new_versions(
     Usually none is, and distinct fingerprints mean distinct ids: then every event is new,
     known without a look-up per event.
     """
-    if not kept and len(np.unique(keys)) == len(keys):
-        return None, 0
+    if not kept:
+        ordered = np.sort(keys)
+        if not (ordered[1:] == ordered[:-1]).any():
+            return None, 0
     fresh: list[int] = []
     conflicts = 0
     for position, event in enumerate(events):
