@@ -669,8 +669,8 @@ def next_step_size(size: int, applied: int, spent_s: float, largest: int) -> int
     found fewer events than it asked for says nothing about the pace: the size stays."""
     if applied < size or spent_s <= 0:
         return size
-    paced = int(applied / spent_s * STEP_TARGET_S)
-    return max(min(FIRST_STEP_EVENTS, largest), min(paced, 2 * size, largest))
+    paced = int(min(applied / spent_s * STEP_TARGET_S, 2 * size, largest))  # min first: a tiny spent_s is inf
+    return max(min(FIRST_STEP_EVENTS, largest), paced)
 
 
 def _consent(profile: Profile) -> ConsentState:
