@@ -336,9 +336,30 @@ class DemoSinks:
     def __init__(self, smtp: SmtpSink, twilio: TwilioSink, fcm: FcmSink, webhook: WebhookReceiver) -> None:
         self.smtp, self.twilio, self.fcm, self.webhook = smtp, twilio, fcm, webhook
 
+    @classmethod
+    def start(cls, *, twilio_auth_token: str, fcm_access_token: str, webhook_secret: str,
+              smtp_host: str = "127.0.0.1", smtp_port: int = 0, twilio_port: int = 0, fcm_port: int = 0,
+              webhook_port: int = 0) -> DemoSinks:
+        """Start the four sinks (port 0: a free port each); if one cannot start, stop those already started
+        and re-raise (``OSError``, or aiosmtpd's ``RuntimeError`` for a taken port)."""
+        opened: list[Any] = []
+        try:
+            opened.append(SmtpSink(smtp_host, smtp_port))
+            opened.append(TwilioSink(twilio_port, auth_token=twilio_auth_token))
+            opened.append(FcmSink(fcm_port, access_token=fcm_access_token))
+            opened.append(WebhookReceiver(webhook_port, secret=webhook_secret))
+        except BaseException:
+            for sink in opened:
+                sink.stop()
+            raise
+        return cls(*opened)
+
+    def counts(self) -> tuple[int, int, int, int]:
+        """What the email, SMS, push and webhook sinks accepted so far."""
+        return self.smtp.accepted, self.twilio.accepted, self.fcm.accepted, self.webhook.accepted
+
     def summary(self) -> str:
-        return (f"email {self.smtp.accepted}, sms {self.twilio.accepted}, push {self.fcm.accepted}, "
-                f"webhooks {self.webhook.accepted}")
+        return "email {}, sms {}, push {}, webhooks {}".format(*self.counts())
 
     def stop(self) -> None:
         for sink in (self.twilio, self.fcm, self.webhook):
@@ -365,17 +386,14 @@ def start_demo_sinks(environ: dict[str, str] | None = None,
         smtp_port = int(env["LOYALTY_CDP_SMTP_PORT"])
     except ValueError:
         raise InvalidInput("LOYALTY_CDP_SMTP_PORT", "must be a port number") from None
-    opened: list[Any] = []
     try:
-        opened.append(SmtpSink(env["LOYALTY_CDP_SMTP_HOST"], smtp_port))
-        opened.append(TwilioSink(TWILIO_PORT, auth_token=env["LOYALTY_CDP_TWILIO_AUTH_TOKEN"]))
-        opened.append(FcmSink(FCM_PORT, access_token=env["LOYALTY_CDP_FCM_ACCESS_TOKEN"]))
-        opened.append(WebhookReceiver(WEBHOOK_PORT, secret=env["LOYALTY_CDP_WEBHOOK_SECRET"]))
+        sinks = DemoSinks.start(twilio_auth_token=env["LOYALTY_CDP_TWILIO_AUTH_TOKEN"],
+                                fcm_access_token=env["LOYALTY_CDP_FCM_ACCESS_TOKEN"],
+                                webhook_secret=env["LOYALTY_CDP_WEBHOOK_SECRET"],
+                                smtp_host=env["LOYALTY_CDP_SMTP_HOST"], smtp_port=smtp_port,
+                                twilio_port=TWILIO_PORT, fcm_port=FCM_PORT, webhook_port=WEBHOOK_PORT)
     except (OSError, RuntimeError) as exc:  # aiosmtpd reports a taken port as a RuntimeError
-        for sink in opened:
-            sink.stop()
         raise InvalidInput("--demo", f"cannot start the demo sinks (is a port taken?): {exc}") from None
-    sinks = DemoSinks(*opened)
     if started is not None:
         started(f"demo sinks: email smtp://{sinks.smtp.host}:{sinks.smtp.port}, sms {sinks.twilio.url}, "
                 f"push {sinks.fcm.url}, webhook {sinks.webhook.url}")

@@ -28,7 +28,7 @@ import yaml
 
 from loyalty_cdp.adapters.destinations.twilio import request_signature
 from loyalty_cdp.adapters.keystore import KeyStore
-from loyalty_cdp.demo_sinks import FcmSink, SmtpSink, TwilioSink, WebhookReceiver
+from loyalty_cdp.demo_sinks import DemoSinks
 from loyalty_cdp.programs import retail_program_path
 from loyalty_cdp.testing import ServerProcess, wait_for
 
@@ -53,8 +53,7 @@ OTHER = "qv-other-member"
 OTHER_EMAIL = "other.member@example.net"
 
 
-def privacy_program(path: Path, server_url: str, smtp: SmtpSink, twilio: TwilioSink, fcm: FcmSink,
-                    hook: WebhookReceiver) -> Path:
+def privacy_program(path: Path, server_url: str, sinks: DemoSinks) -> Path:
     """The example program delivering to the sinks; its tier welcome goes out by email and by SMS, without
     holdout or quiet hours so that the test depends neither on the member's arm nor on the time of day."""
     documents = list(yaml.safe_load_all(retail_program_path().read_text()))
@@ -75,39 +74,27 @@ def privacy_program(path: Path, server_url: str, smtp: SmtpSink, twilio: TwilioS
     ]
     latest["destinations"] = [
         {"name": "email", "type": "smtp", "delivery": FAST, "settings": {
-            "from_address": "rewards@northwind.example", "host": "127.0.0.1", "port": smtp.port, "security": "none",
-            "tracking_base_url": server_url, "tracking_secret_env": "E2E_TRACK"}},
+            "from_address": "rewards@northwind.example", "host": "127.0.0.1", "port": sinks.smtp.port,
+            "security": "none", "tracking_base_url": server_url, "tracking_secret_env": "E2E_TRACK"}},
         {"name": "sms", "type": "twilio", "delivery": FAST, "settings": {
-            "account_sid": twilio.account_sid, "auth_token_env": "E2E_TWILIO", "from_number": "+14155550100",
-            "base_url": twilio.url, "status_callback_url": f"{server_url}/v1/sms/status"}},
+            "account_sid": sinks.twilio.account_sid, "auth_token_env": "E2E_TWILIO", "from_number": "+14155550100",
+            "base_url": sinks.twilio.url, "status_callback_url": f"{server_url}/v1/sms/status"}},
         {"name": "push", "type": "fcm", "delivery": FAST, "settings": {
-            "project_id": fcm.project_id, "access_token_env": "E2E_FCM", "base_url": fcm.url}},
+            "project_id": sinks.fcm.project_id, "access_token_env": "E2E_FCM", "base_url": sinks.fcm.url}},
         {"name": "crm", "type": "webhook", "delivery": FAST, "settings": {
-            "url": f"{hook.url}/loyalty", "secret_env": "E2E_HOOK", "allow_networks": ["127.0.0.0/8"]}},
+            "url": f"{sinks.webhook.url}/loyalty", "secret_env": "E2E_HOOK", "allow_networks": ["127.0.0.0/8"]}},
         {"name": "retail-media", "type": "audience", "settings": {"directory": "audiences", "default_region": "US"}},
     ]
     path.write_text(yaml.safe_dump_all(documents, sort_keys=False))
     return path
 
 
-class Sinks:
-    def __init__(self) -> None:
-        self.smtp = SmtpSink()
-        self.twilio = TwilioSink(auth_token=TOKEN)
-        self.fcm = FcmSink(access_token=FCM_TOKEN)
-        self.hook = WebhookReceiver(secret=HOOK_SECRET)
-
-    def stop(self) -> None:
-        for sink in (self.twilio, self.fcm, self.hook, self.smtp):
-            sink.stop()
-
-
 @pytest.fixture()
-def running(tmp_path: Path) -> Iterator[tuple[ServerProcess, Sinks, dict[str, str]]]:
-    sinks = Sinks()
+def running(tmp_path: Path) -> Iterator[tuple[ServerProcess, DemoSinks, dict[str, str]]]:
+    sinks = DemoSinks.start(twilio_auth_token=TOKEN, fcm_access_token=FCM_TOKEN, webhook_secret=HOOK_SECRET)
     program = tmp_path / "program.yaml"
     server = ServerProcess(tmp_path / "data", ENV, "--config", str(program))
-    privacy_program(program, server.url, sinks.smtp, sinks.twilio, sinks.fcm, sinks.hook)
+    privacy_program(program, server.url, sinks)
     store = KeyStore(server.data_dir / "keys.db")
     try:
         keys = {scope: store.create(frozenset({scope}))[0] for scope in ("ingest", "read", "privacy")}
@@ -195,7 +182,7 @@ def traces_in_files(data_dir: Path) -> list[tuple[str, str]]:
 
 
 def test_decisions_messages_and_audiences_are_exported_then_erased_everywhere(
-    running: tuple[ServerProcess, Sinks, dict[str, str]],
+    running: tuple[ServerProcess, DemoSinks, dict[str, str]],
 ) -> None:
     server, sinks, keys = running
     data = server.data_dir
@@ -260,7 +247,7 @@ def test_decisions_messages_and_audiences_are_exported_then_erased_everywhere(
         assert other_decisions >= 1 and other_finished >= 1
         assert outbox_rows(data, "SELECT count(*) FROM activation_sent WHERE decision_id IN (SELECT value FROM "
                                  "json_each(?))", (msgspec.json.encode(decision_ids).decode(),))[0][0] == 1
-        assert any(hook.fields.get("user_id") == USER_ID for hook in sinks.hook.accepted_items())
+        assert any(hook.fields.get("user_id") == USER_ID for hook in sinks.webhook.accepted_items())
 
         # -- erasure -------------------------------------------------------------------------------
         erased = privacy_request(client, server, keys["privacy"],
@@ -272,7 +259,7 @@ def test_decisions_messages_and_audiences_are_exported_then_erased_everywhere(
         print(f"\nerasure with decisions, messages and audiences: answered in {result['seconds'] * 1000:.0f} ms; "
               f"suppression {result['suppressed_in_s'] * 1000:.1f} ms in, every store purged "
               f"{result['purged_in_s'] * 1000:.0f} ms later; outbox vacuumed: {result['outbox_vacuumed']}")
-        notices = [hook.fields for hook in sinks.hook.accepted_items() if hook.fields.get("type") == "member.erased"]
+        notices = [hook.fields for hook in sinks.webhook.accepted_items() if hook.fields.get("type") == "member.erased"]
         assert len(notices) == 1 and notices[0]["user_ids"] == [USER_ID]
         assert notices[0]["request_id"] == erased["id"]
 

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from loyalty_cdp.adapters.eventlog.sqlite import SqliteEventLog
-from loyalty_cdp.demo_sinks import FcmSink, SmtpSink, TwilioSink, WebhookReceiver
+from loyalty_cdp.demo_sinks import DemoSinks
 from loyalty_cdp.programs import retail_program_path
 from loyalty_cdp.testing import ServerProcess
 
@@ -31,8 +31,7 @@ CONSENT = {"categoryPreferences": {"Email Marketing": True, "SMS Marketing": Tru
 FAST = {"concurrency": 2, "timeout_s": 2, "backoff_base_s": 0.05, "backoff_cap_s": 0.5, "lease_s": 10, "poll_s": 0.2}
 
 
-def tier_program(path: Path, server_url: str, smtp: SmtpSink, twilio: TwilioSink, fcm: FcmSink,
-                 hook: WebhookReceiver) -> Path:
+def tier_program(path: Path, server_url: str, sinks: DemoSinks) -> Path:
     """The example program, its tier-upgrade welcome sent on three channels, delivering to the sinks."""
     documents = list(yaml.safe_load_all(retail_program_path().read_text()))
     latest = documents[-1]
@@ -52,41 +51,26 @@ def tier_program(path: Path, server_url: str, smtp: SmtpSink, twilio: TwilioSink
     latest["destinations"] = [
         {"name": "email", "type": "smtp", "delivery": FAST, "settings": {
             "from_address": "rewards@northwind.example", "from_name": "Northwind Rewards", "host": "127.0.0.1",
-            "port": smtp.port, "security": "none", "tracking_base_url": server_url,
+            "port": sinks.smtp.port, "security": "none", "tracking_base_url": server_url,
             "tracking_secret_env": "E2E_TRACK", "unsubscribe_mailto": "unsubscribe@northwind.example"}},
         {"name": "sms", "type": "twilio", "delivery": FAST, "settings": {
-            "account_sid": twilio.account_sid, "auth_token_env": "E2E_TWILIO", "from_number": "+14155550100",
-            "base_url": twilio.url, "status_callback_url": f"{server_url}/v1/sms/status"}},
+            "account_sid": sinks.twilio.account_sid, "auth_token_env": "E2E_TWILIO", "from_number": "+14155550100",
+            "base_url": sinks.twilio.url, "status_callback_url": f"{server_url}/v1/sms/status"}},
         {"name": "push", "type": "fcm", "delivery": FAST, "settings": {
-            "project_id": fcm.project_id, "access_token_env": "E2E_FCM", "base_url": fcm.url}},
+            "project_id": sinks.fcm.project_id, "access_token_env": "E2E_FCM", "base_url": sinks.fcm.url}},
         {"name": "crm", "type": "webhook", "delivery": FAST, "settings": {
-            "url": f"{hook.url}/decisions", "secret_env": "E2E_HOOK", "allow_networks": ["127.0.0.0/8"]}},
+            "url": f"{sinks.webhook.url}/decisions", "secret_env": "E2E_HOOK", "allow_networks": ["127.0.0.0/8"]}},
     ]
     path.write_text(yaml.safe_dump_all(documents, sort_keys=False))
     return path
 
 
-class Sinks:
-    def __init__(self) -> None:
-        self.smtp = SmtpSink()
-        self.twilio = TwilioSink(auth_token=TOKEN)
-        self.fcm = FcmSink(access_token=FCM_TOKEN)
-        self.hook = WebhookReceiver(secret=HOOK_SECRET)
-
-    def counts(self) -> tuple[int, int, int, int]:
-        return self.smtp.accepted, self.twilio.accepted, self.fcm.accepted, self.hook.accepted
-
-    def stop(self) -> None:
-        for sink in (self.twilio, self.fcm, self.hook, self.smtp):
-            sink.stop()
-
-
 @pytest.fixture()
-def delivering(tmp_path: Path) -> Iterator[tuple[ServerProcess, Sinks]]:
-    sinks = Sinks()
+def delivering(tmp_path: Path) -> Iterator[tuple[ServerProcess, DemoSinks]]:
+    sinks = DemoSinks.start(twilio_auth_token=TOKEN, fcm_access_token=FCM_TOKEN, webhook_secret=HOOK_SECRET)
     program = tmp_path / "program.yaml"
     server = ServerProcess(tmp_path / "data", ENV, "--config", str(program))
-    tier_program(program, server.url, sinks.smtp, sinks.twilio, sinks.fcm, sinks.hook)
+    tier_program(program, server.url, sinks)
     try:
         server.start()
         yield server, sinks
@@ -101,7 +85,7 @@ def post(client: httpx.Client, server: ServerProcess, key: str, path: str, body:
 
 
 def test_a_purchase_crossing_silver_is_delivered_on_every_channel_exactly_once(
-    delivering: tuple[ServerProcess, Sinks],
+    delivering: tuple[ServerProcess, DemoSinks],
 ) -> None:
     server, sinks = delivering
     key = server.create_key("ingest")
@@ -120,7 +104,7 @@ def test_a_purchase_crossing_silver_is_delivered_on_every_channel_exactly_once(
             time.sleep(0.05)
         time.sleep(1.5)  # long enough for any repeat to show up
     assert sinks.counts() == (1, 1, 1, 3)
-    assert sinks.twilio.refused == sinks.fcm.refused == sinks.hook.refused == sinks.hook.repeats == 0
+    assert sinks.twilio.refused == sinks.fcm.refused == sinks.webhook.refused == sinks.webhook.repeats == 0
 
     email = sinks.smtp.messages[0]
     assert email["To"] == "ann.lee@example.com" and email["Subject"] == "Welcome to Silver, Ann!"
@@ -131,7 +115,7 @@ def test_a_purchase_crossing_silver_is_delivered_on_every_channel_exactly_once(
     assert sms["To"] == "+14155550142" and sms["Body"] == "Northwind: welcome to Silver, Ann! Reply STOP to opt out."
     push = sinks.fcm.accepted_items()[0].fields
     assert push["token"] == "fcm-token-of-ann:APA91b" and push["notification"]["title"] == "You made Silver!"
-    webhooks = [item.fields for item in sinks.hook.accepted_items()]
+    webhooks = [item.fields for item in sinks.webhook.accepted_items()]
     assert sorted(w["data"]["channel"] for w in webhooks) == ["email", "push", "sms"]
     assert {w["user_id"] for w in webhooks} == {"member-ann"} and len({w["id"] for w in webhooks}) == 3
     assert next(w for w in webhooks if w["data"]["channel"] == "email")["data"]["grant"]["rule"]["points"] == 100
