@@ -23,25 +23,19 @@ Prints p50/p90/p99/max per channel and for "all three delivered"; the target is 
 from __future__ import annotations
 
 import argparse
-import json
-import multiprocessing
-import statistics
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
 
 import yaml
-from harness import percentile
+from harness import background_ingest, latency_summary, post_json
 
 from loyalty_cdp.core.messages import is_e164
 from loyalty_cdp.demo_sinks import FcmSink, SmtpSink, TwilioSink, WebhookReceiver
 from loyalty_cdp.programs import retail_program_path
-from loyalty_cdp.simulator.generator import simulate
-from loyalty_cdp.simulator.streaming import BatchSender
 from loyalty_cdp.testing import ServerProcess
 
 ENV = {"BENCH_TWILIO": "bench-twilio", "BENCH_FCM": "bench-fcm", "BENCH_HOOK": "bench-hook",
@@ -84,13 +78,6 @@ def write_program(path: Path, server_url: str, smtp: SmtpSink, twilio: TwilioSin
     path.write_text(yaml.safe_dump_all(documents, sort_keys=False))
 
 
-def post(url: str, key: str, path: str, body: dict[str, Any]) -> None:
-    request = urllib.request.Request(url + path, data=json.dumps(body).encode(), method="POST",
-                                     headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=10) as response:
-        response.read()
-
-
 def phones() -> Any:
     for n in range(100_000):
         number = f"+1415{2000000 + n:07d}"
@@ -116,15 +103,15 @@ def arrival(sinks: tuple[SmtpSink, TwilioSink, FcmSink], email: str, phone: str,
 def trial(url: str, key: str, sinks: tuple[SmtpSink, TwilioSink, FcmSink], phone: str) -> dict[str, float]:
     user = f"bench-{uuid.uuid4().hex[:12]}"
     email, token = f"{user}@example.com", f"{user}:APA91b"
-    post(url, key, "/v1/identify", {"userId": user, "context": {"consent": CONSENT},
-                                    "traits": {"first_name": "Bo", "email": email, "phone": phone,
-                                               "push_token": token}})
+    post_json(url, key, "/v1/identify", {"userId": user, "context": {"consent": CONSENT},
+                                         "traits": {"first_name": "Bo", "email": email, "phone": phone,
+                                                    "push_token": token}})
     time.sleep(0.05)  # the identify is folded before the order, as for a member who enrolled earlier
     started = time.time()
-    post(url, key, "/v1/track", {"userId": user, "event": "Order Completed", "context": {"channel": "pos"},
-                                 "properties": {"order_id": f"o-{user}", "total": 620.0, "currency": "USD",
-                                                "products": [{"product_id": "TV-1", "category": "Electronics",
-                                                              "price": 620.0, "quantity": 1}]}})
+    post_json(url, key, "/v1/track", {"userId": user, "event": "Order Completed", "context": {"channel": "pos"},
+                                      "properties": {"order_id": f"o-{user}", "total": 620.0, "currency": "USD",
+                                                     "products": [{"product_id": "TV-1", "category": "Electronics",
+                                                                   "price": 620.0, "quantity": 1}]}})
     deadline = time.monotonic() + 30
     while len(found := arrival(sinks, email, phone, token)) < len(CHANNELS):
         if time.monotonic() > deadline:
@@ -133,20 +120,11 @@ def trial(url: str, key: str, sinks: tuple[SmtpSink, TwilioSink, FcmSink], phone
     return {channel: (at - started) * 1000 for channel, at in found.items()}
 
 
-def background(url: str, key: str, rate: float) -> None:
-    sender = BatchSender(url, key, rate=rate)
-    try:
-        sender.send(simulate(5_000, 365, seed=9))
-    finally:
-        sender.close()
-
-
 def report(name: str, results: list[dict[str, float]]) -> None:
     print(f"{name} (n={len(results)})")
     for channel in (*CHANNELS, "all three"):
         values = [max(r.values()) if channel == "all three" else r[channel] for r in results]
-        print(f"  {channel:<10} p50 {statistics.median(values):7.1f} ms  p90 {percentile(values, 0.9):7.1f} ms"
-              f"  p99 {percentile(values, 0.99):7.1f} ms  max {max(values):7.1f} ms")
+        print(f"  {channel:<10} {latency_summary(values)}")
 
 
 def main() -> None:
@@ -168,13 +146,9 @@ def main() -> None:
                 report("quiet server", [trial(server.url, key, (smtp, twilio, fcm), next(numbers))
                                         for _ in range(args.trials)])
                 if args.background > 0:
-                    feeder = multiprocessing.Process(target=background, args=(server.url, key, args.background),
-                                                     daemon=True)
-                    feeder.start()
-                    time.sleep(3)
-                    report(f"with {args.background:.0f} events/s ingest",
-                           [trial(server.url, key, (smtp, twilio, fcm), next(numbers)) for _ in range(args.trials)])
-                    feeder.terminate()
+                    with background_ingest(server.url, key, args.background):
+                        report(f"with {args.background:.0f} events/s ingest",
+                               [trial(server.url, key, (smtp, twilio, fcm), next(numbers)) for _ in range(args.trials)])
         if twilio.refused or fcm.refused or hook.refused:
             print(f"refused requests: sms {twilio.refused}, push {fcm.refused}, webhook {hook.refused}",
                   file=sys.stderr)

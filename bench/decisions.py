@@ -18,28 +18,14 @@ Prints p50/p90/p99/max per phase; the brief's target is p99 under 1 s.
 from __future__ import annotations
 
 import argparse
-import json
-import multiprocessing
 import sqlite3
-import statistics
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 
-from harness import percentile, running_server
-
-from loyalty_cdp.simulator.generator import simulate
-from loyalty_cdp.simulator.streaming import BatchSender
+from harness import background_ingest, latency_summary, post_json, running_server
 
 CONSENT = {"categoryPreferences": {"email_marketing": True, "sms": True, "push": True, "profiling": True}}
-
-
-def post(url: str, key: str, path: str, body: dict) -> None:
-    request = urllib.request.Request(url + path, data=json.dumps(body).encode(), method="POST",
-                                     headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=10) as response:
-        response.read()
 
 
 def decided(conn: sqlite3.Connection, user_id: str) -> bool:
@@ -50,13 +36,13 @@ def decided(conn: sqlite3.Connection, user_id: str) -> bool:
 
 def trial(url: str, key: str, conn: sqlite3.Connection) -> float:
     user = f"bench-{uuid.uuid4().hex[:12]}"
-    post(url, key, "/v1/identify", {"userId": user, "traits": {"email": f"{user}@example.com", "first_name": "Bo"},
-                                    "context": {"consent": CONSENT}})
+    post_json(url, key, "/v1/identify", {"userId": user, "traits": {"email": f"{user}@example.com", "first_name": "Bo"},
+                                         "context": {"consent": CONSENT}})
     started = time.perf_counter()
-    post(url, key, "/v1/track", {"userId": user, "event": "Order Completed", "context": {"channel": "pos"},
-                                 "properties": {"order_id": f"o-{user}", "total": 600.0, "currency": "USD",
-                                                "products": [{"product_id": "sku-tv", "category": "Electronics",
-                                                              "price": 600.0, "quantity": 1}]}})
+    post_json(url, key, "/v1/track", {"userId": user, "event": "Order Completed", "context": {"channel": "pos"},
+                                      "properties": {"order_id": f"o-{user}", "total": 600.0, "currency": "USD",
+                                                     "products": [{"product_id": "sku-tv", "category": "Electronics",
+                                                                   "price": 600.0, "quantity": 1}]}})
     deadline = started + 30
     while not decided(conn, user):
         if time.perf_counter() > deadline:
@@ -65,18 +51,9 @@ def trial(url: str, key: str, conn: sqlite3.Connection) -> float:
     return time.perf_counter() - started
 
 
-def background(url: str, key: str, rate: float) -> None:
-    sender = BatchSender(url, key, rate=rate)
-    try:
-        sender.send(simulate(5_000, 365, seed=9))
-    finally:
-        sender.close()
-
-
 def phase(name: str, url: str, key: str, conn: sqlite3.Connection, trials: int) -> None:
     latencies = [trial(url, key, conn) * 1000 for _ in range(trials)]
-    print(f"{name:<28} n={trials}  p50 {statistics.median(latencies):7.1f} ms  p90 {percentile(latencies, 0.9):7.1f} ms"
-          f"  p99 {percentile(latencies, 0.99):7.1f} ms  max {max(latencies):7.1f} ms")
+    print(f"{name:<28} n={trials}  {latency_summary(latencies)}")
 
 
 def main() -> None:
@@ -90,11 +67,8 @@ def main() -> None:
         trial(server.url, key, conn)  # warm-up
         phase("quiet server", server.url, key, conn, args.trials)
         if args.background > 0:
-            feeder = multiprocessing.Process(target=background, args=(server.url, key, args.background), daemon=True)
-            feeder.start()
-            time.sleep(3)
-            phase(f"with {args.background:.0f} events/s ingest", server.url, key, conn, args.trials)
-            feeder.terminate()
+            with background_ingest(server.url, key, args.background):
+                phase(f"with {args.background:.0f} events/s ingest", server.url, key, conn, args.trials)
         conn.close()
 
 

@@ -1,8 +1,10 @@
-"""Shared pieces of the benchmarks: a real server, a lean HTTP/1.1 load client, statistics."""
+"""Shared pieces of the benchmarks: a real server, a lean HTTP/1.1 load client, background traffic, statistics."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import multiprocessing
 import os
 import statistics
 import tempfile
@@ -11,7 +13,10 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+from loyalty_cdp.simulator.generator import simulate
+from loyalty_cdp.simulator.streaming import BatchSender
 from loyalty_cdp.testing import ServerProcess
 
 
@@ -39,6 +44,36 @@ def process_cpu(pid: int, children: bool = True) -> float:
             continue
         seconds += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return seconds
+
+
+def post_json(url: str, key: str, path: str, body: dict[str, Any]) -> None:
+    """One authenticated JSON POST to the server, its answer read and dropped."""
+    request = urllib.request.Request(url + path, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        response.read()
+
+
+def _stream_simulated(url: str, key: str, rate: float) -> None:
+    sender = BatchSender(url, key, rate=rate)
+    try:
+        sender.send(simulate(5_000, 365, seed=9))
+    finally:
+        sender.close()
+
+
+@contextmanager
+def background_ingest(url: str, key: str, rate: float) -> Iterator[None]:
+    """Simulated traffic streamed at ``rate`` events/s by a second process (so that it does not share this
+    one's GIL), given 3 s to get going before the body runs, stopped after it."""
+    feeder = multiprocessing.Process(target=_stream_simulated, args=(url, key, rate), daemon=True)
+    feeder.start()
+    try:
+        time.sleep(3)
+        yield
+    finally:
+        feeder.terminate()
+        feeder.join()
 
 
 def metric(base_url: str, name: str) -> float:
@@ -107,6 +142,12 @@ def load(port: int, requests: list[bytes], connections: int, rate: float | None 
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def latency_summary(milliseconds: list[float]) -> str:
+    """``p50 … ms  p90 … ms  p99 … ms  max … ms``, the latency benchmarks' report line."""
+    return (f"p50 {statistics.median(milliseconds):7.1f} ms  p90 {percentile(milliseconds, 0.9):7.1f} ms"
+            f"  p99 {percentile(milliseconds, 0.99):7.1f} ms  max {max(milliseconds):7.1f} ms")
 
 
 def median(values: list[float]) -> float:
