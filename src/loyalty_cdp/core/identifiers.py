@@ -263,21 +263,34 @@ def _external_kind(raw_type: Any) -> str | None:
     return EXTERNAL_PREFIX + text if _EXTERNAL_TYPE.fullmatch(text) else None
 
 
-def _add(found: dict[str, str], kind: str, value: Any, region: str | None) -> None:
-    normal = normalise_identifier(kind, value, region)
-    if normal is not None:
-        found.setdefault(identifier_key(kind, normal), kind)
+@lru_cache(maxsize=1 << 17)
+def _key_and_rank(kind: str, text: str, default_region: str | None) -> tuple[str, float] | None:
+    """The key and rank of one identifier given as text, or None (cached: a batch repeats its
+    members' identifiers, and extraction is a large part of replay)."""
+    normal = _normalise_text(kind, text, default_region)
+    return None if normal is None else (identifier_key(kind, normal), rank(kind))
 
 
-def _add_from(
-    found: dict[str, str], source: dict[str, Any], table: dict[str, tuple[str, ...]],
-    region: str | None,
-) -> None:
-    for kind, keys in table.items():
-        for key in keys:
-            value = source.get(key)
-            if value is not None:
-                _add(found, kind, value, region)
+def _add(found: dict[str, float], kind: str, value: Any, region: str | None) -> None:
+    text = value if type(value) is str else _text(value)
+    if text is not None and (keyed := _key_and_rank(kind, text, region)) is not None:
+        found.setdefault(*keyed)
+
+
+def _pairs(table: dict[str, tuple[str, ...]]) -> tuple[tuple[str, str], ...]:
+    """(source key, kind) for every key of a table, in the table's order: one flat loop per event."""
+    return tuple((key, kind) for kind, keys in table.items() for key in keys)
+
+
+_TRAIT_PAIRS = _pairs(TRAIT_KEYS)
+_PROPERTY_PAIRS = _pairs(PROPERTY_KEYS)
+
+
+def _add_from(found: dict[str, float], source: dict[str, Any], pairs: tuple[tuple[str, str], ...],
+              region: str | None) -> None:
+    for key, kind in pairs:
+        if (value := source.get(key)) is not None:
+            _add(found, kind, value, region)
 
 
 def extract_identifiers(event: DecodedEvent, default_region: str | None = None) -> list[str]:
@@ -288,17 +301,17 @@ def extract_identifiers(event: DecodedEvent, default_region: str | None = None) 
     card and POS customer id from ``properties``; ``context.device.id``; and
     ``context.externalIds`` (``[{id, type, ...}]``, known types mapped to our kinds).
     """
-    found: dict[str, str] = {}
+    found: dict[str, float] = {}  # key -> rank
     _add(found, USER_ID, event.user_id, default_region)
     _add(found, ANONYMOUS_ID, event.anonymous_id, default_region)
     if event.type == "alias":
         _add(found, ANONYMOUS_ID, event.previous_id, default_region)
     if event.type == "identify" and event.traits:
-        _add_from(found, event.traits, TRAIT_KEYS, default_region)
+        _add_from(found, event.traits, _TRAIT_PAIRS, default_region)
     if event.context_traits:
-        _add_from(found, event.context_traits, TRAIT_KEYS, default_region)
+        _add_from(found, event.context_traits, _TRAIT_PAIRS, default_region)
     if event.properties:
-        _add_from(found, event.properties, PROPERTY_KEYS, default_region)
+        _add_from(found, event.properties, _PROPERTY_PAIRS, default_region)
     if event.device:
         _add(found, DEVICE_ID, event.device.get("id"), default_region)
     for entry in event.external_ids:
@@ -308,4 +321,4 @@ def extract_identifiers(event: DecodedEvent, default_region: str | None = None) 
                 _add(found, kind, entry.get("id"), default_region)
     if len(found) < 2:
         return list(found)
-    return sorted(found, key=lambda key: rank(found[key]))
+    return sorted(found, key=found.__getitem__)
