@@ -113,10 +113,11 @@ class DecodedEvent(msgspec.Struct, frozen=True, gc=False):
 
 
 class _Context(msgspec.Struct, gc=False):
-    traits: Any = None
-    device: Any = None
-    externalIds: Any = None
-    consent: Any = None
+    # Typed, so that a body ``normalise`` wrote needs no shape check per field after decoding.
+    traits: dict[str, Any] | None = None
+    device: dict[str, Any] | None = None
+    externalIds: list[Any] | None = None
+    consent: dict[str, Any] | None = None
 
 
 class _Body(msgspec.Struct, gc=False):
@@ -149,10 +150,12 @@ def _decode(body: bytes) -> _Body:
         return _decode_body(body)
     except msgspec.ValidationError:
         loose = _decode_loose_body(body)
-        context = loose.context if isinstance(loose.context, dict) else {}
+        context = _object(loose.context)
+        external_ids = context.get("externalIds")
         return _Body(
             loose.previousId,
-            _Context(*(context.get(key) for key in ("traits", "device", "externalIds", "consent"))),
+            _Context(_object(context.get("traits")), _object(context.get("device")),
+                     external_ids if isinstance(external_ids, list) else None, _object(context.get("consent"))),
             _object(loose.traits),
             _object(loose.properties),
         )
@@ -163,6 +166,7 @@ def decode_event(record: EventRecord) -> DecodedEvent:
     body = _decode(record.body)
     context = body.context or _NO_CONTEXT
     channel = record.channel
+    previous_id = body.previousId
     external_ids = context.externalIds
     return DecodedEvent(
         record.message_id,
@@ -172,13 +176,13 @@ def decode_event(record: EventRecord) -> DecodedEvent:
         record.anonymous_id,
         record.timestamp,
         channel.strip().lower() if channel else None,
-        _text(body.previousId),
+        None if previous_id is None else _text(previous_id),
         body.traits or {},
         body.properties or {},
-        _object(context.traits),
-        _object(context.device),
-        tuple(external_ids) if isinstance(external_ids, list) else (),
-        _object(context.consent),
+        context.traits or {},
+        context.device or {},
+        tuple(external_ids) if external_ids else (),
+        context.consent or {},
     )
 
 
