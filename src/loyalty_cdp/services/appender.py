@@ -13,24 +13,24 @@ Delivery guarantee, in the order it happens:
    retry; the retry is deduplicated by ``messageId``. So nothing acknowledged is lost and
    nothing is stored twice.
 
-The writer runs in a process of its own when that process can open the event log itself
-(the embedded SQLite log), else in a thread over ``event_log``. A process has its own
-interpreter lock: decoding, normalising and appending (about 15 us of CPU per event) then
-run beside the profile processor instead of taking turns with it, and the event loop only
-authenticates, counts the calls and passes bytes along. Either way the writer speaks the
-same protocol over a socket pair: length-prefixed msgpack frames, a group per frame, one
-reply per group, in order, with up to three groups in flight so that the writer never waits
-for the event loop. Inside the writer two stages overlap: one thread decodes and normalises
-a group and inserts it (``SqliteEventLog.stage``) as soon as the previous group's commit
-released the log, while a committer thread commits the previous group (the fsync) and sends
-its reply; the reply still goes only after the commit. A log that cannot stage (PostgreSQL)
-is appended whole by the committer thread. A writer process that dies (killed, out of memory) fails the requests it
-held with 503 (nothing of theirs was acknowledged; what it appended before dying is found
-again by ``messageId`` when the clients resend) and another is started half a second later,
-while new requests wait in the bounded queue. A request that makes normalising raise
-anything but :class:`InvalidInput` (a bug) fails alone with a 500; its group is still
-written and the writer lives on. A writer exits when the server closes its socket, and
-with the server.
+The writer runs in a process of its own when that process can open the event log itself (the
+embedded SQLite log), else in a thread over ``event_log``. A process has its own interpreter
+lock: decoding, normalising and appending (about 20-25 us of CPU per event on the 2-core
+benchmark machine) then run beside the profile processor instead of taking turns with it,
+and the event loop only authenticates, counts the calls and passes bytes along. Either way
+the writer speaks the same protocol over a socket pair: length-prefixed msgpack frames, a
+group per frame, one reply per group, in order, with up to three groups in flight so that
+the writer never waits for the event loop. Inside the writer two stages overlap: one thread
+decodes and normalises a group and inserts it (``SqliteEventLog.stage``) as soon as the
+previous group's commit released the log, while a committer thread commits the previous
+group (the fsync) and sends its reply; the reply still goes only after the commit. A log
+that cannot stage (PostgreSQL) is appended whole by the committer thread. A writer process
+that dies (killed, out of memory) fails the requests it held with 503 (nothing of theirs was
+acknowledged; what it appended before dying is found again by ``messageId`` when the clients
+resend) and another is started half a second later, while new requests wait in the bounded
+queue. A request that makes normalising raise anything but :class:`InvalidInput` (a bug)
+fails alone with a 500; its group is still written and the writer lives on. A writer exits
+when the server closes its socket, and with the server.
 
 On shutdown the queue is drained before the writer stops and the log is closed.
 """
