@@ -219,9 +219,10 @@ class IdentityGraph:
         are the events' keys from :func:`batch_identifiers`, when the caller has them already."""
         run = _Run(self)
         found = batch_identifiers(events, self.rules) if identifiers is None else identifiers
-        # Two stable sorts give (timestamp, message_id) order without a tuple per event.
-        order = sorted(range(len(events)), key=lambda i: events[i].message_id)
-        order.sort(key=lambda i: events[i].timestamp)
+        # Two stable sorts give (timestamp, message_id) order without a tuple per event; the keys
+        # are looked up in lists by a C method, not a Python function per comparison key.
+        order = sorted(range(len(events)), key=[e.message_id for e in events].__getitem__)
+        order.sort(key=[e.timestamp for e in events].__getitem__)
         assigned: list[Member | None] = [None] * len(events)
         for index in order:
             keys = found[index]
