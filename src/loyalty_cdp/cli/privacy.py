@@ -17,14 +17,10 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import typer
 
-from loyalty_cdp.adapters.privacy_requests import PrivacyRequestStore
-from loyalty_cdp.adapters.scorestore import ScoreStore
-from loyalty_cdp.api.metrics import Metrics
 from loyalty_cdp.bootstrap import (
     open_audit_log,
     open_decisioning_stage,
@@ -33,12 +29,12 @@ from loyalty_cdp.bootstrap import (
     open_program,
     open_suppression,
 )
-from loyalty_cdp.core.events import Event
 from loyalty_cdp.errors import InvalidInput
-from loyalty_cdp.services.activation import Activation
-from loyalty_cdp.services.privacy import CLI_ACTOR, PrivacyContext, PrivacyService
-from loyalty_cdp.services.segments import SegmentRegistry
 from loyalty_cdp.settings import Settings
+
+if TYPE_CHECKING:
+    from loyalty_cdp.core.events import Event
+    from loyalty_cdp.services.privacy import PrivacyService
 
 app = typer.Typer(help="Data-subject requests: access, erasure, opt-outs, correction, ADMT access.",
                   no_args_is_help=True)
@@ -52,6 +48,15 @@ TIMEOUT_S = 60.0
 @contextmanager
 def _service(data_dir: Path | None) -> Iterator[PrivacyService]:
     """The privacy service over a data directory, with a processor folded to the end of the log."""
+    # Activation, segments and the privacy service pull in numpy and scipy (about a second): loaded here, only
+    # when a command works on the data directory, so that other commands (and --target) start fast.
+    from loyalty_cdp.adapters.privacy_requests import PrivacyRequestStore
+    from loyalty_cdp.adapters.scorestore import ScoreStore
+    from loyalty_cdp.api.metrics import Metrics
+    from loyalty_cdp.services.activation import Activation
+    from loyalty_cdp.services.privacy import PrivacyContext, PrivacyService
+    from loyalty_cdp.services.segments import SegmentRegistry
+
     settings = Settings.from_env(data_dir=data_dir)
     program = open_program(settings)
     event_log = open_event_log(settings)
@@ -88,6 +93,8 @@ def _remote(method: str, target: str, key: str | None, path: str, body: Any = No
     """Call a running server; an error answer is printed and ends the command (exit 2, or 1 for 5xx)."""
     if not key:
         raise InvalidInput("--key", "is required with --target: an API key with the privacy scope")
+    import httpx  # only a call to a server needs it
+
     answer = httpx.request(method, target.rstrip("/") + path, json=body, timeout=TIMEOUT_S,
                            headers={"Authorization": f"Bearer {key}", **(headers or {})})
     payload = answer.json() if answer.headers.get("content-type", "").startswith("application/json") else {}
@@ -147,6 +154,8 @@ def request(
         headers = {} if request_key is None else {"Idempotency-Key": request_key}
         _print(_remote("POST", target, key, "/v1/privacy/requests", body, headers))
         return
+    from loyalty_cdp.services.privacy import CLI_ACTOR  # heavy, as in _service: only on this path
+
     with _service(data_dir) as service:
         stored, _ = asyncio.run(service.submit(body, actor=CLI_ACTOR, request_key=request_key))
         _print(stored.view(_now()))

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import typer
 
-from loyalty_cdp.adapters.scorestore import ScoreStore
 from loyalty_cdp.bootstrap import (
     open_decision_store,
     open_decisioning_stage,
@@ -16,7 +15,6 @@ from loyalty_cdp.bootstrap import (
     open_profile_store,
     open_program,
 )
-from loyalty_cdp.services.segments import SegmentRegistry
 from loyalty_cdp.settings import Settings
 
 REPLAY_BATCH = 50_000
@@ -29,6 +27,10 @@ def replay(
 
     Segment memberships are rebuilt with them; stored decisions are kept, and a trigger
     occurrence already decided is not decided (or sent) again."""
+    # The score store and the segments (numpy, scipy) load here, not when any other command starts.
+    from loyalty_cdp.adapters.scorestore import ScoreStore
+    from loyalty_cdp.services.segments import SegmentRegistry
+
     settings = Settings.from_env(data_dir=data_dir)
     event_log = open_event_log(settings)
     store = open_profile_store(settings)

@@ -9,9 +9,6 @@ from pathlib import Path
 import typer
 
 from loyalty_cdp.core.events import format_time, parse_time
-from loyalty_cdp.core.predictions.lapse import DEFAULT_THRESHOLD
-from loyalty_cdp.core.predictions.replenishment import ReplenishmentConfig
-from loyalty_cdp.core.predictions.scoring import ScoringConfig
 from loyalty_cdp.errors import InvalidInput
 from loyalty_cdp.settings import Settings
 
@@ -33,22 +30,29 @@ def score(
     as_of: str | None = typer.Option(
         None, "--as-of", help="Score as of this date (YYYY-MM-DD: end of that day, UTC) or ISO date-time; "
         "only events up to it are used. Default: now."),
-    lapse_threshold: float = typer.Option(
-        DEFAULT_THRESHOLD, "--lapse-threshold", help="Lapse risk at which 'Lapse Risk Detected' fires."),
+    lapse_threshold: float | None = typer.Option(
+        None, "--lapse-threshold", help="Lapse risk at which 'Lapse Risk Detected' fires (default: the lapse "
+        "model's threshold)."),
     clv_months: int = typer.Option(12, "--clv-months", help="Months of customer lifetime value."),
     monthly_discount_rate: float = typer.Option(0.01, "--discount-rate", help="CLV discount rate per month."),
     lead_days: float = typer.Option(
         3.0, "--replenishment-lead-days", help="Days before a predicted repurchase that its reminder is due."),
 ) -> None:
     """Fit the purchase models and score every member: p_alive, lapse_risk, expected purchases, CLV."""
-    from loyalty_cdp.services.scoring import run_scoring
-
     now_ms = int(time.time() * 1000)
     as_of_ms = now_ms if as_of is None else parse_as_of(as_of)
     if as_of_ms > now_ms:
         raise InvalidInput("as_of", f"{format_time(as_of_ms)} is in the future")
+    # The prediction stack (numpy, scipy, scikit-learn) takes about a second to import: only this command pays it,
+    # once its arguments are known to be good.
+    from loyalty_cdp.core.predictions.lapse import DEFAULT_THRESHOLD
+    from loyalty_cdp.core.predictions.replenishment import ReplenishmentConfig
+    from loyalty_cdp.core.predictions.scoring import ScoringConfig
+    from loyalty_cdp.services.scoring import run_scoring
+
     config = ScoringConfig(clv_months=clv_months, monthly_discount_rate=monthly_discount_rate,
-                           lapse_threshold=lapse_threshold, replenishment=ReplenishmentConfig(lead_days=lead_days))
+                           lapse_threshold=DEFAULT_THRESHOLD if lapse_threshold is None else lapse_threshold,
+                           replenishment=ReplenishmentConfig(lead_days=lead_days))
     report = run_scoring(Settings.from_env(data_dir=data_dir), as_of_ms=as_of_ms, now_ms=now_ms, config=config)
     kind = "back-test scores" if report.backtest else "scores"
     typer.echo(

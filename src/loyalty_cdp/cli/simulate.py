@@ -7,17 +7,18 @@ from collections.abc import Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import date
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import msgspec
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from loyalty_cdp.core.events import parse_time
 from loyalty_cdp.errors import InvalidInput
 from loyalty_cdp.simulator import DEFAULT_START, Simulation, truth_path
 from loyalty_cdp.simulator.generator import validate
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 PROGRESS_EVERY = 4096
 FLUSH_BYTES = 1 << 20
@@ -25,6 +26,10 @@ FLUSH_BYTES = 1 << 20
 
 def progress_bar(total: float | None, description: str) -> Progress:
     """A Rich progress bar on stderr, shown only when stderr is a terminal."""
+    # Rich takes ~0.1 s to import: only the commands that show a bar load it.
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
     console = Console(stderr=True)
     progress = Progress(
         TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[status]}"),
