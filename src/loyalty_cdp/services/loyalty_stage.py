@@ -34,7 +34,10 @@ from loyalty_cdp.core.profile import Profile
 STATE_KEY = "state"
 LATENESS_MS = 60_000  # transitions wait this long for stragglers before they fire
 
-History = Callable[[Profile], Iterable[StoredEvent]]
+# Each member's events in the log, for several members read together: a log may cost as much to
+# search for one member as for many (the SQLite log scans its whole member index per read).
+History = Callable[[Sequence[Profile]], list[list[StoredEvent]]]
+REBUILDS_PER_READ = 64  # members whose histories one read brings in at most
 
 
 class _LoyaltyPart(msgspec.Struct, gc=False):
@@ -74,18 +77,24 @@ class LoyaltyStage:
         state = loyalty_state(profile)
         if state is None:
             state = self.engine.new_state(profile.user_id)
-        state, emitted = self.engine.apply_or_replay(state, inputs, lambda: self._inputs(profile))
+        state, emitted = self.engine.apply_or_replay(state, inputs, lambda: self._relevant(self._history([profile])[0]))
         self._keep(profile, state)
         return emitted
 
-    def rebuild(self, profile: Profile) -> list[dict[str, Any]]:
-        """The member's loyalty state from their whole history (after an identity merge)."""
-        if profile.user_id is None:
-            return []
-        previous = loyalty_state(profile)
-        until = previous.clock if previous is not None and previous.clock >= 0 else None
-        state, emitted = self.engine.replay(profile.user_id, self._inputs(profile), until)
-        self._keep(profile, state)
+    def rebuild(self, profiles: Sequence[Profile]) -> list[dict[str, Any]]:
+        """The members' loyalty states from their whole histories (after identity merges), the
+        histories read together; returns the emitted calls, member after member."""
+        enrolled = [profile for profile in profiles if profile.user_id is not None]
+        emitted: list[dict[str, Any]] = []
+        for start in range(0, len(enrolled), REBUILDS_PER_READ):
+            chunk = enrolled[start : start + REBUILDS_PER_READ]
+            for profile, history in zip(chunk, self._history(chunk), strict=True):
+                assert profile.user_id is not None
+                previous = loyalty_state(profile)
+                until = previous.clock if previous is not None and previous.clock >= 0 else None
+                state, more = self.engine.replay(profile.user_id, self._relevant(history), until)
+                self._keep(profile, state)
+                emitted += more
         return emitted
 
     def members_due(self, now_ms: int) -> list[str]:
@@ -106,9 +115,6 @@ class LoyaltyStage:
     def _keep(self, profile: Profile, state: LoyaltyState) -> None:
         profile.loyalty = {**profile.loyalty, STATE_KEY: encode(state)}
         self.due[profile.member_id] = self.engine.next_due(state)
-
-    def _inputs(self, profile: Profile) -> list[LoyaltyInput]:
-        return self._relevant(self._history(profile))
 
     def _relevant(self, events: Iterable[StoredEvent]) -> list[LoyaltyInput]:
         """The inputs the program reads among ``events``; the others are not decoded."""

@@ -286,7 +286,7 @@ class Processor:
             # Campaign budgets are the one piece of loyalty state shared between members: the
             # processor owns them and commits them with the offset, like every other state.
             loyalty.budgets = self._budgets
-            self.loyalty = LoyaltyStage(loyalty, self._member_history)
+            self.loyalty = LoyaltyStage(loyalty, self._members_history)
         profiles = iter(snapshot.profiles.items() if in_memory else store.iter_profiles())
         while chunk := list(islice(profiles, START_CHUNK)):
             self.view.profiles.update(chunk)
@@ -457,8 +457,7 @@ class Processor:
                 emitted += self.loyalty.apply(profile, [stored[i] for i in indices])
             updated[member_id] = profile
         if self.loyalty is not None:
-            for member_id in rebuild:
-                emitted += self.loyalty.rebuild(updated[member_id])
+            emitted += self.loyalty.rebuild([updated[member_id] for member_id in rebuild])
             for old_id in removed:
                 self.loyalty.forget(old_id)
         batch = Batch()
@@ -522,7 +521,7 @@ class Processor:
             history = None
             if member_id in merged:
                 def history(profile: Profile = profile) -> list[DecodedEvent]:
-                    return [decode_event(e) for e in self._member_history(profile)]
+                    return [decode_event(e) for e in self._members_history([profile])[0]]
             updated[member_id] = self.decisioning.member(profile, fresh.get(member_id, []), batch, emitted, history)
         self.decisioning.catalog([e for events in fresh.values() for e in events],
                                  lambda member_id: updated.get(member_id) or self.view.profile(member_id),
@@ -657,10 +656,26 @@ class Processor:
                 self.loyalty.forget(member_id)
             return member
 
-    def _member_history(self, profile: Profile) -> list[StoredEvent]:
-        """The member's events already in the log as of the batch being processed."""
-        stored = self._log.read_member(profile.identities.get(USER_ID, []), profile.identities.get(ANONYMOUS_ID, []))
-        return [e for e in stored if e.offset <= self._horizon]
+    def _members_history(self, profiles: Sequence[Profile]) -> list[list[StoredEvent]]:
+        """Each member's events already in the log as of the batch being processed, in one read
+        of the log (the SQLite log scans its whole member index per read, however few the ids):
+        an event is a member's when its user id or anonymous id is, as ``read_member`` selects."""
+        by_user: dict[str, list[int]] = defaultdict(list)
+        by_anonymous: dict[str, list[int]] = defaultdict(list)
+        for index, profile in enumerate(profiles):
+            for value in profile.identities.get(USER_ID, []):
+                by_user[value].append(index)
+            for value in profile.identities.get(ANONYMOUS_ID, []):
+                by_anonymous[value].append(index)
+        stored = self._log.read_member(list(by_user), list(by_anonymous))
+        histories: list[list[StoredEvent]] = [[] for _ in profiles]
+        for event in stored:
+            if event.offset > self._horizon:
+                break  # in offset order
+            found = {*by_user.get(event.user_id or "", ()), *by_anonymous.get(event.anonymous_id or "", ())}
+            for index in sorted(found):
+                histories[index].append(event)
+        return histories
 
 
 def next_step_size(size: int, applied: int, spent_s: float, largest: int) -> int:
