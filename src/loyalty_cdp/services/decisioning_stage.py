@@ -65,6 +65,7 @@ from loyalty_cdp.core.messages import OutboundMessage
 from loyalty_cdp.core.profile import DAY_MS, MAX_KEY_CHARS, Profile
 from loyalty_cdp.core.segments import LoyaltyReader, MemberFacts, SegmentSet
 from loyalty_cdp.core.segments.counts import EventWindows
+from loyalty_cdp.core.segments.membership import CHANNEL as SEGMENTS_CHANNEL
 from loyalty_cdp.core.segments.membership import update_memberships
 from loyalty_cdp.errors import NotFound
 
@@ -135,7 +136,11 @@ class DecisioningStage:
         windows are recomputed from it instead of updated with ``new_events``."""
         if not new_events and history is None:
             return profile
-        at = max((e.timestamp for e in new_events), default=0) or _latest(profile)
+        # Memberships are evaluated as of the member's latest event, whatever order events arrive in:
+        # a late event (an offline till, the loyalty events emitted after a purchase) or a Segment
+        # Entered / Exited event (stamped with the time of the evaluation that made it) must not take
+        # the evaluation back in time. It did, and flipped memberships for ever, each flip an event.
+        at = max(max((e.timestamp for e in new_events if e.channel != SEGMENTS_CHANNEL), default=0), _latest(profile))
         segments = self._segments(at)
         if segments.plan:
             old = None if history is not None else EventWindows(profile.windows)
