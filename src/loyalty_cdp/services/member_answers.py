@@ -87,7 +87,8 @@ class MemberAnswers:
     def answer(self, member_id: str, as_of: int) -> bytes | None:
         """The member's answer as of ``as_of`` (epoch ms), encoded; None for an unknown member."""
         blob = self._processor.view.profiles.get(member_id)
-        if blob is None:
+        if blob is None:  # unknown, or erased (an answer made while the erasure ran may have been kept)
+            self.forget([member_id])
             return None
         score_row = self._scores.row(member_id)
         with self._lock:
