@@ -175,6 +175,27 @@ def test_read_member_by_user_id_and_anonymous_id_in_offset_order(log: EventLog) 
     assert log.read_member({"nobody"}, {"none"}) == []
 
 
+def test_read_members_reads_each_pair_as_read_member_does(log: EventLog) -> None:
+    log.append([make_event("m-1", None, "a1"), make_event("m-2", "u2", None)])
+    log.append([make_event("m-3", "u1", "a1"), make_event("m-4", "u1", None)])
+    log.append([make_event("m-5", "u2", "a2"), make_event("m-6", None, "a1")])
+    pairs: list[tuple[set[str], set[str]]] = [
+        ({"u1"}, set()),
+        (set(), {"a1"}),  # shares m-3 with the pair before
+        ({"nobody"}, {"none"}),
+        (set(), set()),
+        ({"u2", "u9"}, {"a2"}),
+        ({"u1"}, set()),  # the same member twice
+    ]
+    read = log.read_members(pairs)
+    assert read == [log.read_member(*pair) for pair in pairs]
+    assert [[e.message_id for e in events] for events in read] == [
+        ["m-3", "m-4"], ["m-1", "m-3", "m-6"], [], [], ["m-2", "m-5"], ["m-3", "m-4"]
+    ]
+    assert log.read_members([]) == []
+    assert log.read_members([(set(), set())]) == [[]]
+
+
 def test_delete_member_removes_exactly_its_events(log: EventLog) -> None:
     log.append([make_event(f"m-{n}", f"u{n % 3}", f"a{n % 5}") for n in range(30)])
     before = {e.message_id: e for e in read_all(log)}
@@ -283,6 +304,22 @@ def test_sqlite_fingerprint_collisions_cost_lookups_not_events(
     assert SqliteEventLog(tmp_path / "events.db").count() == 51
 
 
+def test_sqlite_member_fingerprint_collisions_cost_rows_not_wrong_members(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def colliding(identifiers: Iterable[str | None]) -> np.ndarray:
+        return np.array([0 if i is None else 1 for i in identifiers], dtype="<u4")
+
+    monkeypatch.setattr(sqlite_log, "_member_keys", colliding)
+    log = SqliteEventLog(tmp_path / "events.db")
+    log.append([make_event(f"m-{n}", f"u{n % 3}", f"a{n % 4}") for n in range(24)])
+    pairs = [({"u0"}, set()), (set(), {"a1"}), ({"u9"}, {"a9"})]
+    read = [[e.message_id for e in events] for events in log.read_members(pairs)]
+    assert read == [[f"m-{n}" for n in range(0, 24, 3)], [f"m-{n}" for n in range(1, 24, 4)], []]
+    assert [e.message_id for e in log.read_member({"u0"}, set())] == read[0]
+    log.close()
+
+
 def test_sqlite_refuses_a_file_from_a_newer_version(tmp_path: Path) -> None:
     path = tmp_path / "events.db"
     with sqlite3.connect(path) as conn:
@@ -323,3 +360,43 @@ def test_any_sequence_of_batches_keeps_the_first_version_of_each_id(
         make_event(f"{prefix}-{i}", total=float(v)).body for i, v in first_version.items()
     ]
     assert conflicts == expected_conflicts
+
+
+ids_of_events = st.lists(
+    st.tuples(st.none() | st.integers(0, 5), st.none() | st.integers(0, 5)).filter(lambda ids: ids != (None, None)),
+    min_size=1,
+    max_size=20,
+)
+ids_of_members = st.lists(
+    st.tuples(st.frozensets(st.integers(0, 6), max_size=3), st.frozensets(st.integers(0, 6), max_size=3)),
+    max_size=6,
+)
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(events=ids_of_events, members=ids_of_members)
+def test_read_members_reads_each_members_events_and_only_those(
+    log: EventLog, events: list[tuple[int | None, int | None]], members: list[tuple[frozenset[int], frozenset[int]]]
+) -> None:
+    # Examples share the log, so each uses its own ids and looks only past its start.
+    prefix = f"x{next(examples)}"
+    start_offset = log.last_offset()
+
+    def user(n: int | None) -> str | None:
+        return None if n is None else f"{prefix}-u{n}"
+
+    def anonymous(n: int | None) -> str | None:
+        return None if n is None else f"{prefix}-a{n}"
+
+    log.append([make_event(f"{prefix}-m{i}", user(u), anonymous(a)) for i, (u, a) in enumerate(events)])
+    stored = read_all(log, after=start_offset)
+    pairs = [({f"{prefix}-u{n}" for n in users}, {f"{prefix}-a{n}" for n in anonymous_ids})
+             for users, anonymous_ids in members]
+    expected = [[e for e in stored if e.user_id in user_ids or e.anonymous_id in anonymous_ids]
+                for user_ids, anonymous_ids in pairs]
+    assert log.read_members(pairs) == expected
+    assert [log.read_member(*pair) for pair in pairs] == expected

@@ -657,25 +657,13 @@ class Processor:
             return member
 
     def _members_history(self, profiles: Sequence[Profile]) -> list[list[StoredEvent]]:
-        """Each member's events already in the log as of the batch being processed, in one read
-        of the log (the SQLite log scans its whole member index per read, however few the ids):
-        an event is a member's when its user id or anonymous id is, as ``read_member`` selects."""
-        by_user: dict[str, list[int]] = defaultdict(list)
-        by_anonymous: dict[str, list[int]] = defaultdict(list)
-        for index, profile in enumerate(profiles):
-            for value in profile.identities.get(USER_ID, []):
-                by_user[value].append(index)
-            for value in profile.identities.get(ANONYMOUS_ID, []):
-                by_anonymous[value].append(index)
-        stored = self._log.read_member(list(by_user), list(by_anonymous))
-        histories: list[list[StoredEvent]] = [[] for _ in profiles]
-        for event in stored:
-            if event.offset > self._horizon:
-                break  # in offset order
-            found = {*by_user.get(event.user_id or "", ()), *by_anonymous.get(event.anonymous_id or "", ())}
-            for index in sorted(found):
-                histories[index].append(event)
-        return histories
+        """Each member's events already in the log as of the batch being processed, read together
+        (one read of the log, about the cost of one member's: the SQLite log scans its whole member
+        index per read, however few the ids)."""
+        histories = self._log.read_members(
+            [(profile.identities.get(USER_ID, []), profile.identities.get(ANONYMOUS_ID, [])) for profile in profiles]
+        )
+        return [[e for e in history if e.offset <= self._horizon] for history in histories]
 
 
 def next_step_size(size: int, applied: int, spent_s: float, largest: int) -> int:

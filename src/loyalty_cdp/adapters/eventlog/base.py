@@ -11,11 +11,16 @@ checked by one contract test suite (``tests/integration/test_eventlog_contract.p
 3. Offsets are positive, strictly increasing in append order, and never reused, so a
    reader that remembers the last offset it processed misses nothing and sees nothing twice.
 4. ``delete_member`` removes every event that carries one of the given identifiers.
+
+An event is a member's when its user id is one of the member's user ids or its anonymous id
+one of its anonymous ids: the logs select by that rule in their stores, and
+:func:`read_each_member` splits what one read of several members found by it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections import defaultdict
+from collections.abc import Callable, Collection, Sequence
 from typing import Protocol
 
 import msgspec
@@ -59,6 +64,16 @@ class EventLog(Protocol):
         """Every event whose userId or anonymousId is one of those given, in offset order."""
         ...
 
+    def read_members(
+        self, members: Sequence[tuple[Collection[str], Collection[str]]]
+    ) -> list[list[StoredEvent]]:
+        """For each (user ids, anonymous ids) pair, the events ``read_member`` returns for it.
+
+        One list per pair, in the pairs' order, each in offset order; an event may belong to
+        several pairs. Costs about one ``read_member``, whatever the number of members.
+        """
+        ...
+
     def delete_member(self, user_ids: Collection[str], anonymous_ids: Collection[str]) -> int:
         """Delete every event carrying one of the identifiers; returns how many were deleted."""
         ...
@@ -76,3 +91,34 @@ class EventLog(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def read_each_member(
+    members: Sequence[tuple[Collection[str], Collection[str]]],
+    read_any: Callable[[set[str], set[str]], list[StoredEvent]],
+) -> list[list[StoredEvent]]:
+    """``EventLog.read_members`` by one read of the members' ids together, then a split.
+
+    ``read_any(user_ids, anonymous_ids)`` is the log's read of every event whose user id or
+    anonymous id is one of those given, in offset order; it is called once, and never
+    with no id at all.
+    """
+    users = {value for user_ids, _ in members for value in user_ids}
+    anonymous = {value for _, anonymous_ids in members for value in anonymous_ids}
+    if not users and not anonymous:
+        return [[] for _ in members]
+    events = read_any(users, anonymous)
+    if len(members) == 1:  # the union is the member: every event read is its
+        return [events]
+    by_user: dict[str | None, list[int]] = defaultdict(list)
+    by_anonymous: dict[str | None, list[int]] = defaultdict(list)
+    for index, (user_ids, anonymous_ids) in enumerate(members):
+        for value in user_ids:
+            by_user[value].append(index)
+        for value in anonymous_ids:
+            by_anonymous[value].append(index)
+    histories: list[list[StoredEvent]] = [[] for _ in members]
+    for event in events:
+        for index in {*by_user.get(event.user_id, ()), *by_anonymous.get(event.anonymous_id, ())}:
+            histories[index].append(event)
+    return histories

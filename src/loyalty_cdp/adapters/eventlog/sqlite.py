@@ -43,7 +43,7 @@ import msgspec
 import numpy as np
 from msgspec.structs import astuple
 
-from loyalty_cdp.adapters.eventlog.base import AppendResult, StoredEvent
+from loyalty_cdp.adapters.eventlog.base import AppendResult, StoredEvent, read_each_member
 from loyalty_cdp.core.events import Event
 from loyalty_cdp.errors import InvalidInput, StorageUnavailable
 
@@ -424,8 +424,15 @@ class SqliteEventLog:
     def read_member(
         self, user_ids: Collection[str], anonymous_ids: Collection[str]
     ) -> list[StoredEvent]:
-        if not user_ids and not anonymous_ids:
-            return []
+        return self.read_members([(user_ids, anonymous_ids)])[0]
+
+    def read_members(
+        self, members: Sequence[tuple[Collection[str], Collection[str]]]
+    ) -> list[list[StoredEvent]]:
+        """One scan of the member fingerprints for the union of the members' ids, one SELECT."""
+        return read_each_member(members, self._read_any)
+
+    def _read_any(self, user_ids: set[str], anonymous_ids: set[str]) -> list[StoredEvent]:
         _, reader = self._connections()
         with self._read_lock:
             offsets = self._member_offsets(reader, user_ids, anonymous_ids)
