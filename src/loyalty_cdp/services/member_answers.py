@@ -86,6 +86,7 @@ class MemberAnswers:
 
     def answer(self, member_id: str, as_of: int) -> bytes | None:
         """The member's answer as of ``as_of`` (epoch ms), encoded; None for an unknown member."""
+        self._processor.reading()  # the processor's steps shorten while members are read
         blob = self._processor.view.profiles.get(member_id)
         if blob is None:  # unknown, or erased (an answer made while the erasure ran may have been kept)
             self.forget([member_id])
