@@ -8,7 +8,9 @@ identifier, not even to someone who can guess emails, without the secret.
 The ingest hot path asks :meth:`SuppressionList.suppressed` about each batch: it decodes
 each event's identifiers exactly as identity resolution does
 (:func:`~loyalty_cdp.core.identifiers.extract_identifiers`), hashes each distinct one once
-(hashes are cached), and looks them up in an in-memory set. The set is reloaded whenever
+(hashes are cached), and looks them up in an in-memory set. The processor, which extracts
+every event's identifiers for identity resolution anyway, asks :meth:`SuppressionList.suppressed_keys`
+about them instead, so that it does not decode the events twice. The set is reloaded whenever
 SQLite's ``data_version`` says another connection (another process's erasure) changed the
 table, so a suppression made anywhere takes effect on the next batch. An empty list costs
 one ``PRAGMA`` per batch and nothing per event.
@@ -126,7 +128,7 @@ class SuppressionList:
 
     def __init__(self, data_dir: Path, default_region: str | None = "US") -> None:
         self._secret = load_or_create_secret(data_dir)
-        self._region = default_region
+        self.region = default_region
         self._db = open_privacy_db(data_dir)
         self._db.executescript(_SCHEMA)
         self._lock = threading.Lock()
@@ -143,7 +145,7 @@ class SuppressionList:
         """
         digests = []
         for kind, value in identifiers:
-            key = normalised_key(kind, value, self._region)
+            key = normalised_key(kind, value, self.region)
             if key is None:
                 raise InvalidInput("identifier", f"a {kind} value is not a usable identifier (malformed or blocked)")
             digests.append(identifier_digest(self._secret, key))
@@ -160,7 +162,7 @@ class SuppressionList:
 
     def is_suppressed(self, kind: str, value: str) -> bool:
         """Whether the identifier (normalised here) is suppressed; an unusable one never is."""
-        key = normalised_key(kind, value, self._region)
+        key = normalised_key(kind, value, self.region)
         if key is None:
             return False
         with self._lock:
@@ -177,7 +179,7 @@ class SuppressionList:
         digest_of = self._cached_digest
         hits: set[int] = set()
         for index, event in enumerate(events):
-            for key in extract_identifiers(decode_event(event), self._region):
+            for key in extract_identifiers(decode_event(event), self.region):
                 if digest_of(key) in digests:
                     hits.add(index)
                     break

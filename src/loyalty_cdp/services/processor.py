@@ -274,6 +274,10 @@ class Processor:
         self._step_lock = threading.Lock()  # a batch, a transition run or an erasure: one at a time
         self._store = store
         self._rules = rules or IdentityRules()
+        if suppression is not None and suppression.region != self._rules.default_region:
+            # The batch's identifier keys are checked against the list as identity extracted them.
+            raise ValueError(f"the suppression list normalises phone numbers for {suppression.region}, "
+                             f"identity resolution for {self._rules.default_region}: they must agree")
         self._batch_size = batch_size
         self._step_size = min(FIRST_STEP_EVENTS, batch_size)  # the server loop's batch (see _run)
         self._read_at = -READING_LINGERS_S  # monotonic time of the last member read (see reading)
@@ -446,12 +450,15 @@ class Processor:
             return 0
         consumed = len(stored)
         self._horizon = last_offset = stored[-1].offset
-        if self._suppression is not None and (dropped := self._suppression.suppressed(stored)):
-            # Events of an erased person that were already in flight when the erasure began.
-            stored = [e for i, e in enumerate(stored) if i not in dropped]
         events = [decode_event(e) for e in stored]
         found = batch_identifiers(events, self._rules)
-        graph = IdentityGraph(self._rules, self._store.members_owning({key for keys in found for key in keys}))
+        keys = {key for event_keys in found for key in event_keys}
+        if self._suppression is not None and (suppressed := self._suppression.suppressed_keys(keys)):
+            # Events of an erased person that were already in flight when the erasure began.
+            kept = [index for index, event_keys in enumerate(found) if suppressed.isdisjoint(event_keys)]
+            stored, events, found = [stored[i] for i in kept], [events[i] for i in kept], [found[i] for i in kept]
+            keys = {key for event_keys in found for key in event_keys}
+        graph = IdentityGraph(self._rules, self._store.members_owning(keys))
         resolution = graph.resolve(events, found)
         updated: dict[str, Profile] = {}
         removed, rebuild = self._combine_renamed(resolution.renamed, updated, graph)
