@@ -30,6 +30,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
+from multiprocessing.synchronize import Event
 from pathlib import Path
 
 from harness import http_request, load, percentile, process_cpu
@@ -112,8 +113,11 @@ def batches(count: int, port: int, auth: str) -> list[bytes]:
     return out
 
 
-def ingest_at(port: int, auth: str, events_per_s: float, seconds: float) -> None:
+def ingest_at(port: int, auth: str, events_per_s: float, seconds: float, sending: Event) -> None:
+    """Ingest at ``events_per_s`` for ``seconds``; ``sending`` is set once the batches are built
+    (building them takes seconds of a core: the lookups measured under ingest wait for it)."""
     requests = batches(int(events_per_s * seconds / 500) + 1, port, auth)
+    sending.set()
     load(port, requests, 4, rate=events_per_s / 500)
 
 
@@ -163,10 +167,12 @@ def main() -> None:
             print(f"lookups alone, median of {args.repeat}: p50 {statistics.median(r[0] for r in runs) * 1000:.2f} ms, "
                   f"p99 {statistics.median(r[1] for r in runs) * 1000:.2f} ms, "
                   f"server CPU {statistics.median(r[2] for r in runs) * 1e6:.0f} us/lookup", flush=True)
+            sending = multiprocessing.Event()
             background = multiprocessing.Process(target=ingest_at, args=(server.port, auth, 0.8 * capacity,
-                                                                          args.seconds + 5))
+                                                                          args.seconds + 3, sending))
             background.start()
-            time.sleep(2)
+            sending.wait()
+            time.sleep(1)
             p50, p99, statuses, cpu, loads = measured(server, read_key, targets, args)
             background.join()
             print(f"ingest capacity {capacity:,.0f} events/s; with ingest at 80% ({0.8 * capacity:,.0f}/s): "
