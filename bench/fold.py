@@ -5,7 +5,8 @@ Run:  .venv/bin/python bench/fold.py [--members 2000] [--days 365] [--repeat 3]
 Simulates a program, appends it to a fresh SQLite event log (not timed), then replays the
 whole log into a fresh profile store with the real processor running the example retail
 program (``--no-loyalty`` leaves the loyalty stage out; ``--decisioning`` adds the segments,
-triggers and decisions stage the server runs, with a fresh decision store), ``--repeat`` times, and
+triggers and decisions stage the server runs, with a fresh decision store; ``--erased`` puts one
+person on the suppression list first, as any erasure does), ``--repeat`` times, and
 reports the median events/s and the median CPU time per event (the process's, much less noisy
 than the rate on a shared machine), with the load average before and after. Hot state per
 member is measured with tracemalloc as the memory a processor holds after loading the store
@@ -31,6 +32,7 @@ from loyalty_cdp.adapters.eventlog.sqlite import SqliteEventLog
 from loyalty_cdp.adapters.outbox import Outbox
 from loyalty_cdp.adapters.profilestore.sqlite import SqliteProfileStore
 from loyalty_cdp.adapters.program_yaml import load_program
+from loyalty_cdp.adapters.suppression import SuppressionList
 from loyalty_cdp.core.decisioning import DecisioningBook
 from loyalty_cdp.core.events import normalise, parse_time
 from loyalty_cdp.core.loyalty import LoyaltyEngine
@@ -68,6 +70,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=50_000)
     parser.add_argument("--no-loyalty", action="store_true", help="identity + fold only")
     parser.add_argument("--decisioning", action="store_true", help="also segments, triggers and decisions")
+    parser.add_argument("--erased", action="store_true",
+                        help="replay with a non-empty suppression list (someone not in the log was erased)")
     args = parser.parse_args()
     program = None if args.no_loyalty else load_program(retail_program_path())
     decisioning = DecisioningBook.from_book(program) if args.decisioning and program is not None else None
@@ -79,6 +83,10 @@ def main() -> None:
             log.append([normalise(c, call_type=None, received_at=parse_time(c["timestamp"], "t"),
                                   default_message_id=f"b-{start + i}")
                         for i, c in enumerate(calls[start:start + 10_000])])
+        suppression = None
+        if args.erased:
+            suppression = SuppressionList(Path(tmp))
+            suppression.add([("email", "erased-before@example.com")])
         rates, cpu = [], []
         for run in range(args.repeat):
             store = SqliteProfileStore(Path(tmp) / f"profiles-{run}.db")
@@ -89,7 +97,8 @@ def main() -> None:
                 stage = DecisioningStage(decisioning, LoyaltyReader(program),
                                          DecisionStore(Outbox(Path(tmp) / f"outbox-{run}.db")),
                                          lambda: int(time.time() * 1000))
-            applied = Processor(log, store, batch_size=args.batch, loyalty=engine, decisioning=stage).catch_up()
+            applied = Processor(log, store, batch_size=args.batch, loyalty=engine, decisioning=stage,
+                                suppression=suppression).catch_up()
             rates.append(applied / (time.perf_counter() - started))
             cpu.append((time.process_time() - cpu_started) / applied)
             store.close()
@@ -100,6 +109,8 @@ def main() -> None:
             held, profiles, blob_bytes, in_memory = pool.apply(
                 hot_state, (Path(tmp) / "events.db", Path(tmp) / "profiles-0.db", program is not None))
         log.close()
+        if suppression is not None:
+            suppression.close()
     stages = "identity + fold + persist" if program is None else "identity + fold + loyalty + persist"
     if decisioning is not None:
         stages = stages.replace(" + persist", " + decisioning + persist")
