@@ -36,6 +36,7 @@ import threading
 import time
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
+from functools import partial
 from itertools import islice
 from typing import Any
 
@@ -68,7 +69,7 @@ from loyalty_cdp.core.profile import Profile, fold, merge_profiles, unseen
 from loyalty_cdp.core.segments.membership import CHANNEL as SEGMENTS_CHANNEL
 from loyalty_cdp.errors import Conflict
 from loyalty_cdp.services.decisioning_stage import DecisioningStage
-from loyalty_cdp.services.loyalty_stage import LoyaltyStage
+from loyalty_cdp.services.loyalty_stage import REBUILDS_PER_READ, LoyaltyStage
 
 log = logging.getLogger(__name__)
 
@@ -542,13 +543,22 @@ class Processor:
     def _decisioning_stage(self, updated: dict[str, Profile], fresh: dict[str, list[DecodedEvent]],
                            merged: set[str], removed: list[str], batch: Batch, emitted: list[dict[str, Any]]) -> None:
         """Segments, triggers and decisions for the batch's changed members (members merged in
-        the batch recompute their event windows from their whole history)."""
+        the batch recompute their event windows from their whole history, read for up to
+        ``REBUILDS_PER_READ`` merged members at a time: a history read scans the log's member index)."""
         assert self.decisioning is not None
+        in_order = [member_id for member_id in updated if member_id in merged]
+        histories: dict[str, list[StoredEvent]] = {}  # the merged members of the current read
+
+        def history_of(member_id: str) -> list[DecodedEvent]:
+            if member_id not in histories:
+                start = in_order.index(member_id)
+                chunk = in_order[start:start + REBUILDS_PER_READ]
+                histories.clear()
+                histories.update(zip(chunk, self._members_history([updated[m] for m in chunk]), strict=True))
+            return [decode_event(e) for e in histories[member_id]]
+
         for member_id, profile in updated.items():
-            history = None
-            if member_id in merged:
-                def history(profile: Profile = profile) -> list[DecodedEvent]:
-                    return [decode_event(e) for e in self._members_history([profile])[0]]
+            history = partial(history_of, member_id) if member_id in merged else None
             updated[member_id] = self.decisioning.member(profile, fresh.get(member_id, []), batch, emitted, history)
         self.decisioning.catalog([e for events in fresh.values() for e in events],
                                  lambda member_id: updated.get(member_id) or self.view.profile(member_id),
