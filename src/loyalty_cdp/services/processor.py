@@ -371,9 +371,9 @@ class Processor:
         A step's size follows the fold's pace (:func:`next_step_size`): about ``STEP_TARGET_S``
         of work, so that the back-off starts within that time of a burst (a first step of 5,000
         new members took 3-7 s, all of it sharing the interpreter lock with the event loop), and
-        about ``READING_STEP_TARGET_S`` while members are being read (:meth:`reading`; measured with
-        ingest at 40,000 events/s: lookups stalled 100-370 ms at each quarter-second step, p99
-        220-340 ms, against 30-60 ms stalls at 30 ms steps).
+        about ``READING_STEP_TARGET_S`` while members are being read (:meth:`reading`: a py-spy
+        timeline lined every lookup stall up with a step; bench/lookup.py with ingest at 80%, p99
+        93-126 ms against 127-176 ms with quarter-second steps, see docs/benchmarks.md).
         """
         advanced_at = 0.0
         quiet_until = 0.0  # until then, steps follow each other without backing off
