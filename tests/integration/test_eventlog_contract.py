@@ -262,6 +262,37 @@ def test_concurrent_appends_of_one_batch_store_each_event_once(open_log: OpenLog
     assert sorted(e.message_id for e in read_all(logs[1])) == sorted(e.message_id for e in batch)
 
 
+def _open_together(logs: list[SqliteEventLog]) -> list[StorageUnavailable]:
+    """Open every log at once, each in a thread of its own; the failures."""
+    together = threading.Barrier(len(logs))
+    failures: list[StorageUnavailable] = []
+
+    def open_it(log: SqliteEventLog) -> None:
+        together.wait()
+        try:
+            log.count()
+        except StorageUnavailable as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=open_it, args=(log,)) for log in logs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return failures
+
+
+def test_sqlite_logs_opening_one_new_file_together_all_open(tmp_path: Path) -> None:
+    # Switching a new file to WAL could fail at once with "database is locked" while another
+    # connection opened it (4 trials of 60 failed so): the switch is retried like any busy lock.
+    for trial in range(40):
+        logs = [SqliteEventLog(tmp_path / f"events-{trial}.db") for _ in range(8)]
+        failures = _open_together(logs)
+        for log in logs:
+            log.close()
+        assert failures == [], f"trial {trial}: {failures[0]}"
+
+
 def test_sqlite_erasure_leaves_no_bytes_in_the_file_or_the_wal(tmp_path: Path) -> None:
     path = tmp_path / "events.db"
     log = SqliteEventLog(path)

@@ -34,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import threading
+import time
 import zlib
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -74,9 +75,11 @@ _SCHEMA = (
     )""",
 )
 
+BUSY_TIMEOUT_S = 10.0  # how long a connection waits for another one's lock
+
 # Settings of each connection; journal_mode=WAL is stored in the file itself.
 _PRAGMAS = (
-    "PRAGMA busy_timeout = 10000",
+    f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}",
     "PRAGMA synchronous = FULL",
     "PRAGMA secure_delete = ON",
     "PRAGMA cache_size = -65536",  # 64 MiB
@@ -215,6 +218,24 @@ def _immediate_transaction(conn: sqlite3.Connection, path: Path) -> Iterator[Non
         raise StorageUnavailable(f"event log {path}: {exc}") from exc
 
 
+def _switch_to_wal(conn: sqlite3.Connection) -> str:
+    """``PRAGMA journal_mode = WAL`` (a no-op once the file is in WAL mode); returns the mode.
+
+    While other connections open the same new file, SQLite can answer the switch "database is
+    locked" at once instead of waiting through ``busy_timeout`` (eight logs opening one new file
+    together failed so in 4 trials of 60): it is retried for as long as ``busy_timeout`` waits.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        try:
+            (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+            return str(mode)
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.005)
+
+
 def _roll_back(conn: sqlite3.Connection) -> None:
     """End a transaction that did not commit (a no-op once it has)."""
     if conn.in_transaction:
@@ -256,7 +277,7 @@ class SqliteEventLog:
                 conn.execute(pragma)
             if writer:
                 conn.execute(_PAGE_SIZE)
-                (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+                mode = _switch_to_wal(conn)
                 if mode != "wal":
                     raise sqlite3.OperationalError(f"journal_mode is {mode}, WAL is required")
             else:
