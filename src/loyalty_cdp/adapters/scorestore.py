@@ -28,6 +28,7 @@ from typing import Any
 
 import msgspec
 
+from loyalty_cdp.adapters.sqlite_wal import switch_to_wal
 from loyalty_cdp.core.events import format_time
 from loyalty_cdp.errors import InvalidInput, NotFound, StorageUnavailable
 
@@ -106,7 +107,7 @@ def _connect(path: Path) -> sqlite3.Connection:
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         for pragma in _PRAGMAS:
             conn.execute(pragma)
-        conn.execute("PRAGMA journal_mode = WAL")
+        switch_to_wal(conn)
     except sqlite3.Error as exc:
         raise StorageUnavailable(f"score store {path}: {exc}") from exc
     return conn

@@ -34,7 +34,6 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import threading
-import time
 import zlib
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -45,6 +44,7 @@ import numpy as np
 from msgspec.structs import astuple
 
 from loyalty_cdp.adapters.eventlog.base import AppendResult, StoredEvent, read_each_member
+from loyalty_cdp.adapters.sqlite_wal import BUSY_TIMEOUT_S, switch_to_wal
 from loyalty_cdp.core.events import Event
 from loyalty_cdp.errors import InvalidInput, StorageUnavailable
 
@@ -74,8 +74,6 @@ _SCHEMA = (
         message_keys   BLOB NOT NULL
     )""",
 )
-
-BUSY_TIMEOUT_S = 10.0  # how long a connection waits for another one's lock
 
 # Settings of each connection; journal_mode=WAL is stored in the file itself.
 _PRAGMAS = (
@@ -218,24 +216,6 @@ def _immediate_transaction(conn: sqlite3.Connection, path: Path) -> Iterator[Non
         raise StorageUnavailable(f"event log {path}: {exc}") from exc
 
 
-def _switch_to_wal(conn: sqlite3.Connection) -> str:
-    """``PRAGMA journal_mode = WAL`` (a no-op once the file is in WAL mode); returns the mode.
-
-    While other connections open the same new file, SQLite can answer the switch "database is
-    locked" at once instead of waiting through ``busy_timeout`` (eight logs opening one new file
-    together failed so in 4 trials of 60): it is retried for as long as ``busy_timeout`` waits.
-    """
-    deadline = time.monotonic() + BUSY_TIMEOUT_S
-    while True:
-        try:
-            (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
-            return str(mode)
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() >= deadline:
-                raise
-            time.sleep(0.005)
-
-
 def _roll_back(conn: sqlite3.Connection) -> None:
     """End a transaction that did not commit (a no-op once it has)."""
     if conn.in_transaction:
@@ -277,7 +257,7 @@ class SqliteEventLog:
                 conn.execute(pragma)
             if writer:
                 conn.execute(_PAGE_SIZE)
-                mode = _switch_to_wal(conn)
+                mode = switch_to_wal(conn)
                 if mode != "wal":
                     raise sqlite3.OperationalError(f"journal_mode is {mode}, WAL is required")
             else:

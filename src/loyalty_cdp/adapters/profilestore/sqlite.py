@@ -21,6 +21,7 @@ from pathlib import Path
 import msgspec
 
 from loyalty_cdp.adapters.profilestore.base import Changes, IdentityRecord, Snapshot, index_changes, member_keys
+from loyalty_cdp.adapters.sqlite_wal import switch_to_wal
 from loyalty_cdp.core.identity import Member
 from loyalty_cdp.errors import StorageUnavailable
 
@@ -51,7 +52,7 @@ class SqliteProfileStore:
         self.path = path
         try:
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
+            switch_to_wal(self._db)
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA secure_delete=ON")
             self._db.execute("PRAGMA busy_timeout=10000")
