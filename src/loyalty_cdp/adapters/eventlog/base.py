@@ -14,13 +14,13 @@ checked by one contract test suite (``tests/integration/test_eventlog_contract.p
 
 An event is a member's when its user id is one of the member's user ids or its anonymous id
 one of its anonymous ids: the logs select by that rule in their stores, and
-:func:`read_each_member` splits what one read of several members found by it.
+:class:`MemberReads` splits what one read of several members found by it.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Collection, Sequence
 from typing import Protocol
 
 import msgspec
@@ -93,32 +93,35 @@ class EventLog(Protocol):
     def close(self) -> None: ...
 
 
-def read_each_member(
-    members: Sequence[tuple[Collection[str], Collection[str]]],
-    read_any: Callable[[set[str], set[str]], list[StoredEvent]],
-) -> list[list[StoredEvent]]:
-    """``EventLog.read_members`` by one read of the members' ids together, then a split.
+class MemberReads:
+    """``read_member`` and ``read_members`` for a log that implements ``_read_any``: one read
+    of the members' ids together, then the split by the rule above."""
 
-    ``read_any(user_ids, anonymous_ids)`` is the log's read of every event whose user id or
-    anonymous id is one of those given, in offset order; it is called once, and never
-    with no id at all.
-    """
-    users = {value for user_ids, _ in members for value in user_ids}
-    anonymous = {value for _, anonymous_ids in members for value in anonymous_ids}
-    if not users and not anonymous:
-        return [[] for _ in members]
-    events = read_any(users, anonymous)
-    if len(members) == 1:  # the union is the member: every event read is its
-        return [events]
-    by_user: dict[str | None, list[int]] = defaultdict(list)
-    by_anonymous: dict[str | None, list[int]] = defaultdict(list)
-    for index, (user_ids, anonymous_ids) in enumerate(members):
-        for value in user_ids:
-            by_user[value].append(index)
-        for value in anonymous_ids:
-            by_anonymous[value].append(index)
-    histories: list[list[StoredEvent]] = [[] for _ in members]
-    for event in events:
-        for index in {*by_user.get(event.user_id, ()), *by_anonymous.get(event.anonymous_id, ())}:
-            histories[index].append(event)
-    return histories
+    def _read_any(self, user_ids: set[str], anonymous_ids: set[str]) -> list[StoredEvent]:
+        """Every event whose user id or anonymous id is one of those given, in offset order
+        (never called with no id at all)."""
+        raise NotImplementedError
+
+    def read_member(self, user_ids: Collection[str], anonymous_ids: Collection[str]) -> list[StoredEvent]:
+        return self.read_members([(user_ids, anonymous_ids)])[0]
+
+    def read_members(self, members: Sequence[tuple[Collection[str], Collection[str]]]) -> list[list[StoredEvent]]:
+        users = {value for user_ids, _ in members for value in user_ids}
+        anonymous = {value for _, anonymous_ids in members for value in anonymous_ids}
+        if not users and not anonymous:
+            return [[] for _ in members]
+        events = self._read_any(users, anonymous)
+        if len(members) == 1:  # the union is the member: every event read is its
+            return [events]
+        by_user: dict[str | None, list[int]] = defaultdict(list)
+        by_anonymous: dict[str | None, list[int]] = defaultdict(list)
+        for index, (user_ids, anonymous_ids) in enumerate(members):
+            for value in user_ids:
+                by_user[value].append(index)
+            for value in anonymous_ids:
+                by_anonymous[value].append(index)
+        histories: list[list[StoredEvent]] = [[] for _ in members]
+        for event in events:
+            for index in {*by_user.get(event.user_id, ()), *by_anonymous.get(event.anonymous_id, ())}:
+                histories[index].append(event)
+        return histories

@@ -20,7 +20,7 @@ from typing import Any
 import psycopg
 from msgspec.structs import astuple
 
-from loyalty_cdp.adapters.eventlog.base import AppendResult, StoredEvent, read_each_member
+from loyalty_cdp.adapters.eventlog.base import AppendResult, MemberReads, StoredEvent
 from loyalty_cdp.core.events import Event
 from loyalty_cdp.errors import InvalidInput, StorageUnavailable
 
@@ -103,7 +103,7 @@ def _storage_errors(what: str) -> Iterator[None]:
         raise StorageUnavailable(f"event log on PostgreSQL: {what}: {exc}".strip()) from exc
 
 
-class PostgresEventLog:
+class PostgresEventLog(MemberReads):
     """:class:`~loyalty_cdp.adapters.eventlog.base.EventLog` in a PostgreSQL database.
 
     The constructor only remembers ``dsn``; connections and the schema are created on
@@ -200,18 +200,8 @@ class PostgresEventLog:
         )
         return [StoredEvent(*row) for row in rows]
 
-    def read_member(
-        self, user_ids: Collection[str], anonymous_ids: Collection[str]
-    ) -> list[StoredEvent]:
-        return self.read_members([(user_ids, anonymous_ids)])[0]
-
-    def read_members(
-        self, members: Sequence[tuple[Collection[str], Collection[str]]]
-    ) -> list[list[StoredEvent]]:
-        """One query for the union of the members' ids."""
-        return read_each_member(members, self._read_any)
-
     def _read_any(self, user_ids: set[str], anonymous_ids: set[str]) -> list[StoredEvent]:
+        """One query for the union of the members' ids."""
         rows = self._query(
             f'SELECT {_COLUMNS} FROM event_log WHERE {_OF_MEMBER} ORDER BY "offset"',
             (list(user_ids), list(anonymous_ids)),

@@ -43,7 +43,7 @@ import msgspec
 import numpy as np
 from msgspec.structs import astuple
 
-from loyalty_cdp.adapters.eventlog.base import AppendResult, StoredEvent, read_each_member
+from loyalty_cdp.adapters.eventlog.base import AppendResult, MemberReads, StoredEvent
 from loyalty_cdp.adapters.sqlite_wal import BUSY_TIMEOUT_S, switch_to_wal
 from loyalty_cdp.core.events import Event
 from loyalty_cdp.errors import InvalidInput, StorageUnavailable
@@ -230,7 +230,7 @@ def _offsets_of(first_offsets: Sequence[int], sizes: Sequence[int]) -> np.ndarra
     return np.repeat(firsts - starts, counts) + np.arange(int(counts.sum()), dtype=np.int64)
 
 
-class SqliteEventLog:
+class SqliteEventLog(MemberReads):
     """:class:`~loyalty_cdp.adapters.eventlog.base.EventLog` in one SQLite file.
 
     The constructor only remembers ``path``; the file, its directory and the schema are
@@ -422,18 +422,8 @@ class SqliteEventLog:
                 found.extend(_offsets_of(firsts, sizes)[hits].tolist())
         return found
 
-    def read_member(
-        self, user_ids: Collection[str], anonymous_ids: Collection[str]
-    ) -> list[StoredEvent]:
-        return self.read_members([(user_ids, anonymous_ids)])[0]
-
-    def read_members(
-        self, members: Sequence[tuple[Collection[str], Collection[str]]]
-    ) -> list[list[StoredEvent]]:
-        """One scan of the member fingerprints for the union of the members' ids, one SELECT."""
-        return read_each_member(members, self._read_any)
-
     def _read_any(self, user_ids: set[str], anonymous_ids: set[str]) -> list[StoredEvent]:
+        """One scan of the member fingerprints for the union of the members' ids, one SELECT."""
         _, reader = self._connections()
         with self._read_lock:
             offsets = self._member_offsets(reader, user_ids, anonymous_ids)
