@@ -199,7 +199,7 @@ def build(settings: Settings, metrics: Metrics) -> Components:
         processor.notify()
 
     appender = GroupCommitAppender(event_log, capacity=settings.ingest_queue_events, on_append=appended,
-                                   data_dir=settings.data_dir)
+                                   data_dir=settings.data_dir, writers=settings.ingest_writers)
     metrics.watch(
         queue_depth=lambda: appender.queued_events,
         log_events=lambda: event_log.count(),

@@ -27,7 +27,8 @@ class Settings:
 
     Environment variables (all optional): ``LOYALTY_CDP_DATA_DIR``, ``LOYALTY_CDP_STORAGE``
     (``sqlite`` or ``postgres``), ``LOYALTY_CDP_POSTGRES_DSN``, ``LOYALTY_CDP_HOST``,
-    ``LOYALTY_CDP_PORT``, ``LOYALTY_CDP_INGEST_QUEUE_EVENTS``, ``LOYALTY_CDP_KEY_RATE_LIMIT``.
+    ``LOYALTY_CDP_PORT``, ``LOYALTY_CDP_INGEST_QUEUE_EVENTS``, ``LOYALTY_CDP_INGEST_WRITERS``,
+    ``LOYALTY_CDP_KEY_RATE_LIMIT``.
     The services read a few of their own (``LOYALTY_CDP_SCORE_EVERY_S``,
     ``LOYALTY_CDP_AUDIENCE_EVERY_S``, ...): docs/operations.md lists them all.
     """
@@ -40,6 +41,8 @@ class Settings:
     program: Path | None = None
     # Events waiting for the durable append; beyond this, ingest answers 429.
     ingest_queue_events: int = 200_000
+    # Event log writer processes (embedded SQLite log): they normalise requests side by side.
+    ingest_writers: int = 2
     # Requests a second each API key may make on average (bursts up to twice that); 0 = no limit.
     key_rate_limit: int = 10_000
 
@@ -54,6 +57,8 @@ class Settings:
             raise InvalidInput("port", f"must be between 1 and 65535, got {self.port}")
         if self.ingest_queue_events < 1:
             raise InvalidInput("ingest_queue_events", "must be positive")
+        if not 1 <= self.ingest_writers <= 64:
+            raise InvalidInput("LOYALTY_CDP_INGEST_WRITERS", f"must be between 1 and 64, got {self.ingest_writers}")
         if self.key_rate_limit < 0:
             raise InvalidInput("LOYALTY_CDP_KEY_RATE_LIMIT", "must be 0 (no limit) or a positive rate")
 
@@ -75,6 +80,7 @@ class Settings:
         if "LOYALTY_CDP_HOST" in env:
             values["host"] = env["LOYALTY_CDP_HOST"]
         for key, name in (("port", "LOYALTY_CDP_PORT"), ("ingest_queue_events", "LOYALTY_CDP_INGEST_QUEUE_EVENTS"),
+                          ("ingest_writers", "LOYALTY_CDP_INGEST_WRITERS"),
                           ("key_rate_limit", "LOYALTY_CDP_KEY_RATE_LIMIT")):
             if name in env:
                 try:

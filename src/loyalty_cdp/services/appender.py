@@ -15,9 +15,13 @@ Delivery guarantee, in the order it happens:
 
 The writer runs in a process of its own when that process can open the event log itself (the
 embedded SQLite log), else in a thread over ``event_log``. A process has its own interpreter
-lock: decoding, normalising and appending (about 20-25 us of CPU per event on the 2-core
+lock: decoding, normalising and appending (about 15-25 us of CPU per event on the 2-core
 benchmark machine) then run beside the profile processor instead of taking turns with it,
-and the event loop only authenticates, counts the calls and passes bytes along. Either way
+and the event loop only authenticates, counts the calls and passes bytes along. There can be
+``writers`` such processes, each fed its own groups from the one queue: they normalise at the
+same time and take turns at the log's write lock (see ``SqliteEventLog``), which they hold
+only to insert and commit. One writer process tops out at a core: normalising is two thirds of
+its work. Either way
 the writer speaks the same protocol over a socket pair: length-prefixed msgpack frames, a
 group per frame, one reply per group, in order, with up to three groups in flight so that
 the writer never waits for the event loop. Inside the writer two stages overlap: one thread
@@ -28,7 +32,7 @@ that cannot stage (PostgreSQL) is appended whole by the committer thread. A writ
 that dies (killed, out of memory) fails the requests it held with 503 (nothing of theirs was
 acknowledged; what it appended before dying is found again by ``messageId`` when the clients
 resend) and another is started half a second later, while new requests wait in the bounded
-queue. A request that makes normalising raise anything but :class:`InvalidInput` (a bug)
+queue (or go to the other writers). A request that makes normalising raise anything but :class:`InvalidInput` (a bug)
 fails alone with a 500; its group is still written and the writer lives on. A writer exits
 when the server closes its socket, and with the server.
 
@@ -342,9 +346,15 @@ class GroupCommitAppender:
         max_batch: int = 10_000,
         on_append: Callable[[AppendResult], None] | None = None,
         data_dir: Path | None = None,
+        writers: int = 1,
     ) -> None:
+        if writers < 1:
+            raise ValueError(f"writers must be at least 1, got {writers}")
         self._log = event_log
         self._reopen = _reopener(event_log)
+        # A writer in a thread shares the interpreter lock with the event loop: a second one
+        # would only take turns with the first. Writer processes normalise side by side.
+        self._writers = writers if self._reopen is not None else 1
         if data_dir is None and isinstance(event_log, SqliteEventLog):
             data_dir = event_log.path.parent
         self._data_dir = data_dir
@@ -397,6 +407,10 @@ class GroupCommitAppender:
             await self._task
 
     async def _run(self) -> None:
+        """Keep every writer fed until closing with nothing left."""
+        await asyncio.gather(*(self._keep_writer() for _ in range(self._writers)))
+
+    async def _keep_writer(self) -> None:
         """Feed a writer until closing with nothing left; start another if one dies."""
         while self._queue or not self._closing:
             try:

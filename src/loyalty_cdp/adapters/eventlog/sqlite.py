@@ -24,14 +24,18 @@ event. Member reads scan the member fingerprints (8 bytes per event) with numpy,
 fetch the matching rows by offset.
 
 Writers take ``BEGIN IMMEDIATE`` and first fold in the batches other processes may have
-appended, so an import running beside the server cannot break deduplication. Erasure
+appended, so an import running beside the server cannot break deduplication. Before that they
+queue for :class:`_WriteLock`, which wakes the next writer (thread or process) the moment the
+lock is free: several writer processes can then share the file without SQLite's busy wait. Erasure
 runs with ``secure_delete=ON``, zeroes the erased events' fingerprints, and truncates
 the WAL, so no byte of an erased event stays in the file, its free pages or the WAL.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
+import os
 import sqlite3
 import threading
 import zlib
@@ -230,6 +234,56 @@ def _offsets_of(first_offsets: Sequence[int], sizes: Sequence[int]) -> np.ndarra
     return np.repeat(firsts - starts, counts) + np.arange(int(counts.sum()), dtype=np.int64)
 
 
+class _WriteLock:
+    """The log's write lock, between the threads of a process and between processes.
+
+    SQLite's own lock serialises writers too, but a writer that finds it taken polls it, asleep
+    for 1, 2, 5, 10, 15 ... ms between tries (its busy handler): with two writer processes
+    appending in turn, every append would wait out such a sleep. So writers first queue here:
+    a thread lock within the process, then ``flock`` on a lock file beside the database, which
+    the kernel hands to the next process the moment it is released, and releases itself if its
+    holder dies. Any thread may release it (a writer commits in another thread than it staged).
+    SQLite's lock remains what makes appends correct; this one only orders who asks for it.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.threads = threading.Lock()  # alone, it guards the lock file's descriptor (see close)
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        self.threads.acquire()
+        try:
+            if self._fd is None:
+                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+        except OSError as exc:
+            self.threads.release()
+            raise StorageUnavailable(f"cannot lock {self.path}: {exc}") from exc
+        except BaseException:
+            self.threads.release()
+            raise
+
+    def release(self) -> None:
+        try:
+            if self._fd is not None:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            self.threads.release()
+
+    def __enter__(self) -> None:
+        self.acquire()
+
+    def __exit__(self, *_: object) -> None:
+        self.release()
+
+    def close(self) -> None:
+        """Close the lock file (``threads`` held, the lock itself not)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
 class SqliteEventLog(MemberReads):
     """:class:`~loyalty_cdp.adapters.eventlog.base.EventLog` in one SQLite file.
 
@@ -241,7 +295,7 @@ class SqliteEventLog(MemberReads):
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._open_lock = threading.Lock()
-        self._write_lock = threading.Lock()
+        self._write_lock = _WriteLock(self.path.with_name(self.path.name + "-lock"))
         self._read_lock = threading.Lock()
         self._writer: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
@@ -526,7 +580,8 @@ class SqliteEventLog(MemberReads):
 
     def close(self) -> None:
         """Close both connections; the log reopens them if it is used again."""
-        with self._open_lock, self._write_lock, self._read_lock:
+        with self._open_lock, self._write_lock.threads, self._read_lock:
+            self._write_lock.close()
             for conn in (self._writer, self._reader):
                 if conn is not None:
                     conn.close()
