@@ -1,6 +1,7 @@
 """Ingest benchmark: durable batched events/s and single-event requests/s with p50/p99, over loopback.
 
-Run:  .venv/bin/python bench/ingest.py [--events 300000] [--batch 500] [--repeat 3] [--postgres DSN]
+Run:  .venv/bin/python bench/ingest.py [--events 300000] [--batch 500] [--repeat 3] [--single 5000 (0: none)]
+          [--postgres DSN]
 
 Each run starts a real ``loyalty-cdp serve`` (embedded SQLite, or PostgreSQL with --postgres),
 sends pre-encoded batches with unique messageIds over keep-alive connections, and counts
@@ -79,18 +80,20 @@ def main() -> None:
                   f"{(cpu - main_cpu) / args.events * 1e6:.1f}), load average {load_before:.2f} -> "
                   f"{os.getloadavg()[0]:.2f}", flush=True)
         lag = metric(server.url, "lcdp_processor_lag_events")
-        singles = [http_request("/v1/track", json.dumps(make_event(n)).encode(), auth, server.port)
-                   for n in range(args.single)]
-        load_before = os.getloadavg()[0]
-        seconds, latencies, statuses = load(server.port, singles, args.connections)
-        assert set(statuses) == {200}, statuses
+        if args.single:
+            singles = [http_request("/v1/track", json.dumps(make_event(n)).encode(), auth, server.port)
+                       for n in range(args.single)]
+            load_before = os.getloadavg()[0]
+            seconds, latencies, statuses = load(server.port, singles, args.connections)
+            assert set(statuses) == {200}, statuses
 
     print(f"store={store} batched: median {median(rates):,.0f} events/s over {args.repeat} runs "
           f"of {args.events:,} events in batches of {args.batch} ({', '.join(f'{r:,.0f}' for r in rates)}); "
           f"the profile processor was {lag:,.0f} events behind the log at the end")
-    print(f"store={store} single-event: {args.single / seconds:,.0f} requests/s, "
-          f"p50 {percentile(latencies, 0.5) * 1000:.2f} ms, p99 {percentile(latencies, 0.99) * 1000:.2f} ms "
-          f"(load average {load_before:.2f} -> {os.getloadavg()[0]:.2f})")
+    if args.single:
+        print(f"store={store} single-event: {args.single / seconds:,.0f} requests/s, "
+              f"p50 {percentile(latencies, 0.5) * 1000:.2f} ms, p99 {percentile(latencies, 0.99) * 1000:.2f} ms "
+              f"(load average {load_before:.2f} -> {os.getloadavg()[0]:.2f})")
 
 
 if __name__ == "__main__":

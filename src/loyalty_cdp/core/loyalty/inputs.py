@@ -104,7 +104,8 @@ def money_cents(value: Any) -> int | None:
     if kind is float:
         if not math.isfinite(value) or abs(value) * 100 > MAX_MONEY_CENTS:
             return None
-        return round(value * 100)
+        cents: int = round(value * 100)  # value is a float here: round gives an int
+        return cents
     if kind is int:
         return int(value) * 100 if abs(value) * 100 <= MAX_MONEY_CENTS else None
     return None

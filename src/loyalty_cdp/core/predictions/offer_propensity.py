@@ -182,7 +182,8 @@ def member_features(history: PurchaseHistory, as_of_ms: int, repeat: BoolArray |
     members = d_member[starts]
 
     def days_within(window: int) -> FloatArray:
-        return _per_member(d_member[d_day > today - window], size)[members]
+        counts: FloatArray = _per_member(d_member[d_day > today - window], size)[members]
+        return counts
 
     last_day = d_day[ends]
     first_day = np.zeros(size, dtype=np.int64)
@@ -271,7 +272,8 @@ def _bought_again(history: PurchaseHistory, as_of_ms: int, horizon_days: int, be
     if before_keys.size == 0:
         return keys[:0]
     position = np.minimum(np.searchsorted(before_keys, keys), before_keys.size - 1)  # np.isin hashes: slow
-    return keys[before_keys[position] == keys] // products
+    bought: IntArray = keys[before_keys[position] == keys] // products
+    return bought
 
 
 def _label_replenishment(history: PurchaseHistory, as_of_ms: int, horizon_days: int) -> IntArray:
