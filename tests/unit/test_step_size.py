@@ -14,6 +14,7 @@ from loyalty_cdp.services.processor import (
     STEP_TARGET_S,
     Processor,
     next_step_size,
+    resized_step,
 )
 
 
@@ -58,3 +59,13 @@ def test_steps_aim_short_while_members_are_read_and_long_again_after(tmp_path, m
         assert processor.step_target_s() == STEP_TARGET_S
     finally:
         processor.close()
+
+
+def test_a_step_sized_for_a_quarter_second_shrinks_at_once_when_members_start_being_read() -> None:
+    # 2,000 events sized for 0.25 s are 240 for the 30 ms of a step while members are read.
+    assert resized_step(2_000, STEP_TARGET_S, READING_STEP_TARGET_S, 5_000) == int(2_000 * READING_STEP_TARGET_S
+                                                                                  / STEP_TARGET_S)
+    assert resized_step(100, STEP_TARGET_S, READING_STEP_TARGET_S, 5_000) == SMALLEST_STEP_EVENTS
+    # Sized for the target in force, or for a shorter one: unchanged (next_step_size grows it back).
+    assert resized_step(2_000, STEP_TARGET_S, STEP_TARGET_S, 5_000) == 2_000
+    assert resized_step(240, READING_STEP_TARGET_S, STEP_TARGET_S, 5_000) == 240

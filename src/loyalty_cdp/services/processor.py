@@ -281,6 +281,7 @@ class Processor:
                              f"identity resolution for {self._rules.default_region}: they must agree")
         self._batch_size = batch_size
         self._step_size = min(FIRST_STEP_EVENTS, batch_size)  # the server loop's batch (see _run)
+        self._sized_for = STEP_TARGET_S  # the step target that _step_size was sized for
         self._read_at = -READING_LINGERS_S  # monotonic time of the last member read (see reading)
         self._emitted = 0  # calls appended through emit (see _run: the processor's own appends are not ingest)
         self.view = MemberView(self._rules.default_region, store)
@@ -389,10 +390,12 @@ class Processor:
                     probing = started < quiet_until
                     if probing:  # the log's end, and what the processor emitted so far, as the step starts
                         before, emitted = self._log.last_offset(), self._emitted
-                    size = self._step_size
+                    target = self.step_target_s()
+                    size = resized_step(self._step_size, self._sized_for, target, self._batch_size)
                     applied = self.step(size)
                     spent = time.monotonic() - started
-                    self._step_size = next_step_size(size, applied, spent, self._batch_size, self.step_target_s())
+                    self._step_size = next_step_size(size, applied, spent, self._batch_size, target)
+                    self._sized_for = target
                     if not applied and time.monotonic() - advanced_at >= ADVANCE_EVERY_S:
                         advanced_at = time.monotonic()
                         self.advance_due(int(time.time() * 1000), time.monotonic() + IDLE_SLICE_S)
@@ -717,6 +720,15 @@ class Processor:
             [(profile.identities.get(USER_ID, []), profile.identities.get(ANONYMOUS_ID, [])) for profile in profiles]
         )
         return [[e for e in history if e.offset <= self._horizon] for history in histories]
+
+
+def resized_step(size: int, sized_for_s: float, target_s: float, largest: int) -> int:
+    """A step size sized for a ``sized_for_s`` target, for a shorter ``target_s``: members began to be
+    read since it was sized, and the next step must already be short (a step sized for a quarter
+    second before the first lookup took 0.6 s under ingest, stalling the lookups behind it)."""
+    if target_s >= sized_for_s:
+        return size
+    return max(min(SMALLEST_STEP_EVENTS, largest), int(size * target_s / sized_for_s))
 
 
 def next_step_size(size: int, applied: int, spent_s: float, largest: int, target_s: float = STEP_TARGET_S) -> int:
