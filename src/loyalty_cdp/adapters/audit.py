@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 
 import msgspec
 
-from loyalty_cdp.adapters.sqlite_wal import switch_to_wal
+from loyalty_cdp.adapters.sqlite_wal import BUSY_TIMEOUT_S, switch_to_wal
 from loyalty_cdp.core.events import format_time
 from loyalty_cdp.errors import InvalidInput
 
@@ -118,7 +118,7 @@ class AuditLog:
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10.0)
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=BUSY_TIMEOUT_S)
         switch_to_wal(self._db)
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)

@@ -31,6 +31,7 @@ from typing import Any, Literal
 import msgspec
 
 from loyalty_cdp.adapters.outbox import Outbox, stage
+from loyalty_cdp.adapters.sqlite_wal import BUSY_TIMEOUT
 from loyalty_cdp.core.decisioning import Decision, Send
 from loyalty_cdp.core.messages import OutboundMessage, message_id_for
 from loyalty_cdp.errors import InvalidInput, NotFound, StorageUnavailable
@@ -133,7 +134,7 @@ class DecisionStore:
                 for statement in SCHEMA:
                     conn.execute(statement)
             self._reader = sqlite3.connect(outbox.path, isolation_level=None, check_same_thread=False)
-            self._reader.execute("PRAGMA busy_timeout = 10000")
+            self._reader.execute(BUSY_TIMEOUT)
         except sqlite3.Error as exc:
             raise StorageUnavailable(f"decision store {outbox.path}: {exc}") from exc
 

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import msgspec
 
-from loyalty_cdp.adapters.sqlite_wal import switch_to_wal
+from loyalty_cdp.adapters.sqlite_wal import BUSY_TIMEOUT, switch_to_wal
 from loyalty_cdp.core.events import Event
 from loyalty_cdp.core.messages import OutboundMessage, decode_message, encode_message, validate_message
 from loyalty_cdp.errors import InvalidInput, StorageUnavailable
@@ -165,7 +165,7 @@ class Outbox:
 
     def _connect(self, synchronous: str) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA busy_timeout = 10000")
+        conn.execute(BUSY_TIMEOUT)
         switch_to_wal(conn)
         conn.execute(f"PRAGMA synchronous = {synchronous}")
         conn.execute("PRAGMA secure_delete = ON")  # an erased person's messages leave no bytes behind

@@ -28,7 +28,7 @@ from typing import Any
 
 import msgspec
 
-from loyalty_cdp.adapters.sqlite_wal import switch_to_wal
+from loyalty_cdp.adapters.sqlite_wal import BUSY_TIMEOUT, switch_to_wal
 from loyalty_cdp.core.events import format_time
 from loyalty_cdp.errors import InvalidInput, NotFound, StorageUnavailable
 
@@ -56,7 +56,7 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 """
 _PRAGMAS = (
-    "PRAGMA busy_timeout = 10000",
+    BUSY_TIMEOUT,
     "PRAGMA synchronous = NORMAL",  # WAL: a crash loses at most the last run, never corrupts
     "PRAGMA journal_size_limit = 67108864",  # a checkpointed WAL shrinks back to 64 MiB
     # Freed pages are zeroed: a dropped run leaves no stale copy of an erased member's row.

@@ -1,4 +1,5 @@
-"""Switching a SQLite file to WAL mode while other connections may be opening it too.
+"""Switching a SQLite file to WAL mode while other connections may be opening it too, and the
+one busy timeout every embedded store's connections wait for another connection's lock.
 
 Every embedded store keeps its file in WAL mode, set by the first connection to open it. While
 other connections open the same new file (the server and its writer process starting on an empty
@@ -13,6 +14,7 @@ import sqlite3
 import time
 
 BUSY_TIMEOUT_S = 10.0  # how long a connection waits for another one's lock
+BUSY_TIMEOUT = f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}"
 
 
 def switch_to_wal(conn: sqlite3.Connection, wait_s: float = BUSY_TIMEOUT_S) -> str:

@@ -29,7 +29,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from loyalty_cdp.adapters.sqlite_wal import switch_to_wal
+from loyalty_cdp.adapters.sqlite_wal import BUSY_TIMEOUT_S, switch_to_wal
 from loyalty_cdp.core.identifiers import (
     EventRecord,
     decode_event,
@@ -105,7 +105,7 @@ def normalised_key(kind: str, value: str, default_region: str | None) -> str | N
 def open_privacy_db(data_dir: Path) -> sqlite3.Connection:
     """A connection to ``<data-dir>/privacy.db`` with the settings every privacy store uses."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    db = sqlite3.connect(data_dir / PRIVACY_DB, check_same_thread=False, isolation_level=None, timeout=10.0)
+    db = sqlite3.connect(data_dir / PRIVACY_DB, check_same_thread=False, isolation_level=None, timeout=BUSY_TIMEOUT_S)
     switch_to_wal(db)
     db.execute("PRAGMA synchronous=FULL")
     db.execute("PRAGMA secure_delete=ON")

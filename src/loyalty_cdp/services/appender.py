@@ -32,8 +32,9 @@ that cannot stage (PostgreSQL) is appended whole by the committer thread. A writ
 that dies (killed, out of memory) fails the requests it held with 503 (nothing of theirs was
 acknowledged; what it appended before dying is found again by ``messageId`` when the clients
 resend) and another is started half a second later, while new requests wait in the bounded
-queue (or go to the other writers). A request that makes normalising raise anything but :class:`InvalidInput` (a bug)
-fails alone with a 500; its group is still written and the writer lives on. A writer exits
+queue (or go to the other writers). A request that makes normalising raise anything but
+:class:`InvalidInput` (a bug) fails alone with a 500; its group is still written and the writer
+lives on. A writer exits
 when the server closes its socket, and with the server.
 
 On shutdown the queue is drained before the writer stops and the log is closed.

@@ -46,6 +46,7 @@ from loyalty_cdp.adapters.erased_liability import ErasedLiability, ErasedLine
 from loyalty_cdp.adapters.eventlog.base import EventLog
 from loyalty_cdp.adapters.privacy_requests import PrivacyRequest, PrivacyRequestStore
 from loyalty_cdp.adapters.scorestore import ScoreStore
+from loyalty_cdp.adapters.sqlite_wal import BUSY_TIMEOUT
 from loyalty_cdp.adapters.suppression import SuppressionList, identifier_digest, load_or_create_secret
 from loyalty_cdp.core.consent import (
     PROFILING,
@@ -177,7 +178,7 @@ def scrub_sqlite(path: Path, needles: Iterable[bytes], *, vacuum: bool = False) 
     try:
         db = sqlite3.connect(path, timeout=10.0, isolation_level=None)
         try:
-            db.execute("PRAGMA busy_timeout = 10000")
+            db.execute(BUSY_TIMEOUT)
             _checkpoint(db, path)
             vacuum = vacuum or _holds_any(path, needles)
             if vacuum:

@@ -560,11 +560,12 @@ class Processor:
         ``REBUILDS_PER_READ`` merged members at a time: a history read scans the log's member index)."""
         assert self.decisioning is not None
         in_order = [member_id for member_id in updated if member_id in merged]
+        position = {member_id: index for index, member_id in enumerate(in_order)}
         histories: dict[str, list[StoredEvent]] = {}  # the merged members of the current read
 
         def history_of(member_id: str) -> list[DecodedEvent]:
             if member_id not in histories:
-                start = in_order.index(member_id)
+                start = position[member_id]
                 chunk = in_order[start:start + REBUILDS_PER_READ]
                 histories.clear()
                 histories.update(zip(chunk, self._members_history([updated[m] for m in chunk]), strict=True))

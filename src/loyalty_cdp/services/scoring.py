@@ -52,6 +52,7 @@ import numpy as np
 
 from loyalty_cdp.adapters.eventlog.base import EventLog
 from loyalty_cdp.adapters.scorestore import RunRecord, ScoreRow, ScoreStore, StoredEntry
+from loyalty_cdp.adapters.sqlite_wal import BUSY_TIMEOUT
 from loyalty_cdp.core.consent import PROFILING, consent_from_builtins
 from loyalty_cdp.core.decisioning.config import DecisioningBook
 from loyalty_cdp.core.decisioning.triggers import ConditionTrigger, ReplenishmentTrigger
@@ -144,7 +145,7 @@ def read_identities(profiles_db: Path) -> Identities:
     try:
         conn = sqlite3.connect(f"{profiles_db.resolve().as_uri()}?mode=ro", uri=True)
         try:
-            conn.execute("PRAGMA busy_timeout = 10000")
+            conn.execute(BUSY_TIMEOUT)
             rows = conn.execute("SELECT member_id, identities FROM members").fetchall()
         finally:
             conn.close()
@@ -174,7 +175,7 @@ def read_admt_opt_outs(profiles_db: Path) -> set[str]:
     try:
         conn = sqlite3.connect(f"{profiles_db.resolve().as_uri()}?mode=ro", uri=True)
         try:
-            conn.execute("PRAGMA busy_timeout = 10000")
+            conn.execute(BUSY_TIMEOUT)
             rows = conn.execute("SELECT member_id, state FROM profiles WHERE instr(state, ?) > 0",
                                 (PROFILING.encode(),)).fetchall()
         finally:

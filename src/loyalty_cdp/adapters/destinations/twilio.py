@@ -45,7 +45,7 @@ from loyalty_cdp.adapters.destinations.base import (
     json_object,
     post,
 )
-from loyalty_cdp.adapters.sqlite_wal import switch_to_wal
+from loyalty_cdp.adapters.sqlite_wal import BUSY_TIMEOUT, switch_to_wal
 from loyalty_cdp.core.messages import MESSAGE_BOUNCED, MESSAGE_DELIVERED, MESSAGE_FAILED, SMS, OutboundMessage, is_e164
 from loyalty_cdp.errors import InvalidInput, StorageUnavailable
 
@@ -187,7 +187,7 @@ class SmsOptOutStore:
         try:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA busy_timeout = 10000")
+            self._db.execute(BUSY_TIMEOUT)
             switch_to_wal(self._db)
             self._db.execute("PRAGMA secure_delete = ON")  # an erased number leaves no bytes behind
             self._db.execute(

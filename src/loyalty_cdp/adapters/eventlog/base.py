@@ -19,6 +19,7 @@ one of its anonymous ids: the logs select by that rule in their stores, and
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections import defaultdict
 from collections.abc import Collection, Sequence
 from typing import Protocol
@@ -93,14 +94,14 @@ class EventLog(Protocol):
     def close(self) -> None: ...
 
 
-class MemberReads:
+class MemberReads(ABC):
     """``read_member`` and ``read_members`` for a log that implements ``_read_any``: one read
     of the members' ids together, then the split by the rule above."""
 
+    @abstractmethod
     def _read_any(self, user_ids: set[str], anonymous_ids: set[str]) -> list[StoredEvent]:
         """Every event whose user id or anonymous id is one of those given, in offset order
         (never called with no id at all)."""
-        raise NotImplementedError
 
     def read_member(self, user_ids: Collection[str], anonymous_ids: Collection[str]) -> list[StoredEvent]:
         return self.read_members([(user_ids, anonymous_ids)])[0]

@@ -48,7 +48,7 @@ import numpy as np
 from msgspec.structs import astuple
 
 from loyalty_cdp.adapters.eventlog.base import AppendResult, MemberReads, StoredEvent
-from loyalty_cdp.adapters.sqlite_wal import BUSY_TIMEOUT_S, switch_to_wal
+from loyalty_cdp.adapters.sqlite_wal import BUSY_TIMEOUT, switch_to_wal
 from loyalty_cdp.core.events import Event
 from loyalty_cdp.errors import InvalidInput, StorageUnavailable
 
@@ -81,7 +81,7 @@ _SCHEMA = (
 
 # Settings of each connection; journal_mode=WAL is stored in the file itself.
 _PRAGMAS = (
-    f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}",
+    BUSY_TIMEOUT,
     "PRAGMA synchronous = FULL",
     "PRAGMA secure_delete = ON",
     "PRAGMA cache_size = -65536",  # 64 MiB

@@ -21,7 +21,7 @@ from pathlib import Path
 import msgspec
 
 from loyalty_cdp.adapters.profilestore.base import Changes, IdentityRecord, Snapshot, index_changes, member_keys
-from loyalty_cdp.adapters.sqlite_wal import switch_to_wal
+from loyalty_cdp.adapters.sqlite_wal import BUSY_TIMEOUT, switch_to_wal
 from loyalty_cdp.core.identity import Member
 from loyalty_cdp.errors import StorageUnavailable
 
@@ -55,7 +55,7 @@ class SqliteProfileStore:
             switch_to_wal(self._db)
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA secure_delete=ON")
-            self._db.execute("PRAGMA busy_timeout=10000")
+            self._db.execute(BUSY_TIMEOUT)
             self._db.executescript(_SCHEMA)
         except sqlite3.Error as exc:
             raise StorageUnavailable(f"profile store {path}: {exc}") from exc
@@ -76,7 +76,7 @@ class SqliteProfileStore:
                 with self._storage_errors():
                     conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
                     conn.execute("PRAGMA query_only=ON")
-                    conn.execute("PRAGMA busy_timeout=10000")
+                    conn.execute(BUSY_TIMEOUT)
                 self._readers.append(conn)
             self._local.conn = conn
         return conn
