@@ -148,6 +148,8 @@ def export_of(client: httpx.Client, server: ServerProcess, key: str, kind: str) 
 def sent_sms(client: httpx.Client, server: ServerProcess, key: str) -> dict[str, Any] | None:
     """The access export once the member's SMS is recorded as sent (its send time is kept for callbacks)."""
     export = export_of(client, server, key, "access")
+    if not export["member_found"]:  # the processor has not folded the member's events yet
+        return None
     messages = export["messages"]["records"]
     done = any(m["channel"] == "sms" and m.get("sent_at") for m in messages)
     return export if done and any(m["channel"] == "email" and m["status"] == "sent" for m in messages) else None

@@ -196,6 +196,30 @@ def test_read_members_reads_each_pair_as_read_member_does(log: EventLog) -> None
     assert log.read_members([(set(), set())]) == [[]]
 
 
+def test_known_names_the_stored_ids_among_those_asked_also_when_another_writer_stored_them(open_log: OpenLog) -> None:
+    ours, theirs = open_log(), open_log()
+    assert ours.known(["m-1"]) == set()
+    ours.append([make_event("m-1"), make_event("m-2")])
+    assert ours.known(["m-1", "m-3"]) == {"m-1"}
+    theirs.append([make_event("m-3"), make_event("m-1")])  # stored by another writer since ours appended
+    assert ours.known(["m-1", "m-2", "m-3", "m-4"]) == {"m-1", "m-2", "m-3"}
+    assert ours.known([]) == set()
+
+
+def test_reads_of_members_through_an_offset_stop_there(log: EventLog) -> None:
+    log.append([make_event("m-1", None, "a1"), make_event("m-2", "u1", "a1")])
+    log.append([make_event("m-3", "u1", None), make_event("m-4", None, "a1")])
+    first, second, third, fourth = (e.offset for e in log.read())
+    assert [e.message_id for e in log.read_member({"u1"}, {"a1"}, through=second)] == ["m-1", "m-2"]
+    assert [e.message_id for e in log.read_member({"u1"}, {"a1"}, through=third)] == ["m-1", "m-2", "m-3"]
+    assert log.read_member({"u1"}, {"a1"}, through=first - 1) == []
+    pairs: list[tuple[set[str], set[str]]] = [({"u1"}, set()), (set(), {"a1"})]
+    assert [[e.message_id for e in events] for events in log.read_members(pairs, through=third)] == [
+        ["m-2", "m-3"], ["m-1", "m-2"]
+    ]
+    assert log.read_members(pairs, through=fourth) == log.read_members(pairs)
+
+
 def test_delete_member_removes_exactly_its_events(log: EventLog) -> None:
     log.append([make_event(f"m-{n}", f"u{n % 3}", f"a{n % 5}") for n in range(30)])
     before = {e.message_id: e for e in read_all(log)}

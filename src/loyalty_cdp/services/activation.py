@@ -58,6 +58,7 @@ from loyalty_cdp.adapters.destinations.factory import open_destination, sms_opt_
 from loyalty_cdp.adapters.destinations.smtp import SmtpSettings
 from loyalty_cdp.adapters.destinations.twilio import TwilioSettings
 from loyalty_cdp.adapters.outbox import OUTBOX_FILE, Outbox
+from loyalty_cdp.adapters.sqlite_wal import BUSY_TIMEOUT_S
 from loyalty_cdp.core.consent import (
     EMAIL_MARKETING,
     SALE_SHARING,
@@ -676,7 +677,7 @@ class Activation:
     def _person_rows(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         """A read of the outbox file on a connection of its own (the outbox's two are for its writes)."""
         try:
-            db = sqlite3.connect(self.outbox.path, timeout=10.0)
+            db = sqlite3.connect(self.outbox.path, timeout=BUSY_TIMEOUT_S)
             try:
                 return db.execute(sql, params).fetchall()
             finally:
@@ -809,7 +810,7 @@ class Activation:
         if not phones or not path.exists():
             return 0
         try:
-            db = sqlite3.connect(path, timeout=10.0, isolation_level=None)
+            db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
             try:
                 db.execute("PRAGMA secure_delete = ON")
                 return db.executemany("DELETE FROM sms_opt_outs WHERE phone = ?",

@@ -46,7 +46,7 @@ from loyalty_cdp.adapters.erased_liability import ErasedLiability, ErasedLine
 from loyalty_cdp.adapters.eventlog.base import EventLog
 from loyalty_cdp.adapters.privacy_requests import PrivacyRequest, PrivacyRequestStore
 from loyalty_cdp.adapters.scorestore import ScoreStore
-from loyalty_cdp.adapters.sqlite_wal import BUSY_TIMEOUT
+from loyalty_cdp.adapters.sqlite_wal import BUSY_TIMEOUT, BUSY_TIMEOUT_S
 from loyalty_cdp.adapters.suppression import SuppressionList, identifier_digest, load_or_create_secret
 from loyalty_cdp.core.consent import (
     PROFILING,
@@ -176,7 +176,7 @@ def scrub_sqlite(path: Path, needles: Iterable[bytes], *, vacuum: bool = False) 
     if not path.exists():
         return False
     try:
-        db = sqlite3.connect(path, timeout=10.0, isolation_level=None)
+        db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
         try:
             db.execute(BUSY_TIMEOUT)
             _checkpoint(db, path)
@@ -195,7 +195,7 @@ def _truncate_wal(path: Path) -> None:
     """Copy a SQLite file's WAL into it and cut the WAL to zero bytes, so deleted rows leave no copy there."""
     if not path.exists():
         return
-    db = sqlite3.connect(path, timeout=10.0)
+    db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S)
     try:
         busy, _, _ = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
     except sqlite3.Error as exc:

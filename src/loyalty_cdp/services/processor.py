@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import sys
 import threading
 import time
@@ -264,13 +265,16 @@ READING_STEP_TARGET_S = 0.03
 READING_LINGERS_S = 1.0  # steps stay short for this long after the last member read
 FIRST_STEP_EVENTS = 500  # the server's loop starts small and grows towards batch_size at its target
 SMALLEST_STEP_EVENTS = 50  # a slow fold's steps shrink towards their target duration, not below this
+HISTORY_EVENTS_KEPT = 50_000  # history events a batch keeps for a second use (about 35 MB at most)
 
 
 class Processor:
     def __init__(self, event_log: EventLog, store: ProfileStore, rules: IdentityRules | None = None,
                  batch_size: int = 5_000, loyalty: LoyaltyEngine | None = None,
-                 suppression: Suppression | None = None, decisioning: DecisioningStage | None = None) -> None:
+                 suppression: Suppression | None = None, decisioning: DecisioningStage | None = None,
+                 nice: int = 0) -> None:
         self._log = event_log
+        self._nice = nice  # the nice value of the thread start() runs (see _lower_priority)
         self._suppression = suppression
         self._step_lock = threading.Lock()  # a batch, a transition run or an erasure: one at a time
         self._store = store
@@ -292,6 +296,8 @@ class Processor:
         snapshot = store.load(members=self.view.owner is not None, profiles=in_memory)
         self.offset = snapshot.offset
         self._horizon = snapshot.offset  # history reads stop here: what the log held for this batch
+        self._histories: dict[str, list[StoredEvent]] = {}  # member id -> history read in this batch
+        self._history_events = 0  # events in _histories
         self.view.publish(snapshot.members)
         self.loyalty: LoyaltyStage | None = None
         self._budgets = _decode_budgets(snapshot.shared) if snapshot.shared else CampaignBudgets()
@@ -381,6 +387,7 @@ class Processor:
         timeline lined every lookup stall up with a step; bench/lookup.py with ingest at 80%, p99
         93-126 ms against 127-176 ms with quarter-second steps, see docs/benchmarks.md).
         """
+        self._lower_priority()
         advanced_at = 0.0
         quiet_until = 0.0  # until then, steps follow each other without backing off
         while not self._stopping.is_set():
@@ -436,6 +443,20 @@ class Processor:
                 self._wakeup.wait(0.25)
                 self._wakeup.clear()
 
+    def _lower_priority(self) -> None:
+        """Run this thread at the processor's nice value, so that on busy cores the scheduler gives
+        the HTTP threads (member reads, ingest) their time first; the fold is behind ingest then
+        anyway (see _run). Linux schedules threads one by one, so only this thread is lowered.
+        bench/lookup.py with ingest at 80%, alternated: p99 21 and 22 ms at nice 19, 36 and 49 ms at
+        nice 0 (docs/benchmarks.md)."""
+        if not self._nice or not sys.platform.startswith("linux"):
+            return
+        thread = threading.get_native_id()
+        try:  # never raised above what the server was started with
+            os.setpriority(os.PRIO_PROCESS, thread, max(self._nice, os.getpriority(os.PRIO_PROCESS, thread)))
+        except OSError as exc:  # a container may forbid it: the processor runs at the usual priority
+            log.warning("processor thread keeps its priority: setpriority failed (%s)", exc)
+
     # -- one batch ---------------------------------------------------------------------------
 
     def step(self, limit: int | None = None) -> int:
@@ -450,6 +471,8 @@ class Processor:
         try:
             applied = self._fold_batch(limit or self._batch_size)
         finally:
+            self._histories.clear()
+            self._history_events = 0
             if enabled:
                 gc.enable()
         if applied:
@@ -630,13 +653,19 @@ class Processor:
         """Append Segment calls durably and wake the processor (thread-safe).
 
         The processor's own (loyalty, segment and grant events) go in before the state that
-        emitted them is committed; activation appends delivery status and tracking events."""
+        emitted them is committed; activation appends delivery status and tracking events. A call
+        the log already holds is left out before it is normalised: a replay emits again every call
+        the first run emitted (their message ids are deterministic), which was 8% of its time."""
         if not calls:
             return
+        known = self._log.known([call["messageId"] for call in calls])
         received_at = int(time.time() * 1000)
-        self._log.append([normalise(call, call_type=None, received_at=received_at,
-                                    default_message_id=call["messageId"]) for call in calls])
-        self._emitted += len(calls)
+        fresh = [normalise(call, call_type=None, received_at=received_at, default_message_id=call["messageId"])
+                 for call in calls if call["messageId"] not in known]
+        if not fresh:
+            return
+        self._log.append(fresh)
+        self._emitted += len(fresh)
         self._wakeup.set()
 
     def _current(self, member_id: str, updated: dict[str, Profile]) -> Profile | None:
@@ -684,9 +713,9 @@ class Processor:
 
     def _rebuild(self, member: Member) -> Profile:
         """Fold a member from scratch from its events already in the log (rare: see merge_profiles)."""
-        stored = self._log.read_member(member.identities.get(USER_ID, []), member.identities.get(ANONYMOUS_ID, []))
-        events = [decode_event(e) for e in stored  # this batch is folded next
-                  if e.offset <= self.offset and e.channel != SEGMENTS_CHANNEL]
+        stored = self._log.read_member(member.identities.get(USER_ID, []), member.identities.get(ANONYMOUS_ID, []),
+                                       through=self.offset)  # this batch is folded next
+        events = [decode_event(e) for e in stored if e.channel != SEGMENTS_CHANNEL]
         return fold(None, events, member)
 
     def erase_member(self, member_id: str) -> Member | None:
@@ -714,13 +743,24 @@ class Processor:
             return member
 
     def _members_history(self, profiles: Sequence[Profile]) -> list[list[StoredEvent]]:
-        """Each member's events already in the log as of the batch being processed, read together
-        (one read of the log, about the cost of one member's: the SQLite log scans its whole member
-        index per read, however few the ids)."""
-        histories = self._log.read_members(
-            [(profile.identities.get(USER_ID, []), profile.identities.get(ANONYMOUS_ID, [])) for profile in profiles]
-        )
-        return [[e for e in history if e.offset <= self._horizon] for history in histories]
+        """Each member's events in the log up to the end of the batch being processed, those not yet
+        read in this batch read together (one read of the log, about the cost of one member's: the
+        SQLite log scans its member index up to the batch per read, however few the ids). A member
+        merged in the batch needs its history twice, for the loyalty rebuild and for the decisioning
+        stage's event windows: the second is the first's, kept until the batch ends (up to
+        ``HISTORY_EVENTS_KEPT`` events; past that a second read reads again)."""
+        kept = self._histories
+        missing = [profile for profile in profiles if profile.member_id not in kept]
+        read = self._log.read_members(
+            [(profile.identities.get(USER_ID, []), profile.identities.get(ANONYMOUS_ID, [])) for profile in missing],
+            through=self._horizon,
+        ) if missing else []
+        fresh = dict(zip((profile.member_id for profile in missing), read, strict=True))
+        for member_id, history in fresh.items():
+            if self._history_events + len(history) <= HISTORY_EVENTS_KEPT:
+                kept[member_id] = history
+                self._history_events += len(history)
+        return [kept[p.member_id] if p.member_id in kept else fresh[p.member_id] for p in profiles]
 
 
 def resized_step(size: int, sized_for_s: float, target_s: float, largest: int) -> int:

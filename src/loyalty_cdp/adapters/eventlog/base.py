@@ -28,6 +28,8 @@ import msgspec
 
 from loyalty_cdp.core.events import Event
 
+MAX_OFFSET = 2**63 - 1  # offsets are 64-bit signed integers in every log
+
 
 class AppendResult(msgspec.Struct, frozen=True):
     appended: int
@@ -59,19 +61,25 @@ class EventLog(Protocol):
         """Events with offset > ``after``, in offset order, at most ``limit`` of them."""
         ...
 
+    def known(self, message_ids: Collection[str]) -> set[str]:
+        """Those of ``message_ids`` the log holds, as of its last commit."""
+        ...
+
     def read_member(
-        self, user_ids: Collection[str], anonymous_ids: Collection[str]
+        self, user_ids: Collection[str], anonymous_ids: Collection[str], through: int | None = None
     ) -> list[StoredEvent]:
-        """Every event whose userId or anonymousId is one of those given, in offset order."""
+        """Every event whose userId or anonymousId is one of those given, in offset order; with
+        ``through``, only those at offsets up to it."""
         ...
 
     def read_members(
-        self, members: Sequence[tuple[Collection[str], Collection[str]]]
+        self, members: Sequence[tuple[Collection[str], Collection[str]]], through: int | None = None
     ) -> list[list[StoredEvent]]:
         """For each (user ids, anonymous ids) pair, the events ``read_member`` returns for it.
 
         One list per pair, in the pairs' order, each in offset order; an event may belong to
-        several pairs. Costs about one ``read_member``, whatever the number of members.
+        several pairs. Costs about one ``read_member``, whatever the number of members. With
+        ``through``, the log after that offset is not searched.
         """
         ...
 
@@ -99,19 +107,21 @@ class MemberReads(ABC):
     of the members' ids together, then the split by the rule above."""
 
     @abstractmethod
-    def _read_any(self, user_ids: set[str], anonymous_ids: set[str]) -> list[StoredEvent]:
-        """Every event whose user id or anonymous id is one of those given, in offset order
-        (never called with no id at all)."""
+    def _read_any(self, user_ids: set[str], anonymous_ids: set[str], through: int | None) -> list[StoredEvent]:
+        """Every event whose user id or anonymous id is one of those given, in offset order, up
+        to offset ``through`` if it is not None (never called with no id at all)."""
 
-    def read_member(self, user_ids: Collection[str], anonymous_ids: Collection[str]) -> list[StoredEvent]:
-        return self.read_members([(user_ids, anonymous_ids)])[0]
+    def read_member(self, user_ids: Collection[str], anonymous_ids: Collection[str],
+                    through: int | None = None) -> list[StoredEvent]:
+        return self.read_members([(user_ids, anonymous_ids)], through)[0]
 
-    def read_members(self, members: Sequence[tuple[Collection[str], Collection[str]]]) -> list[list[StoredEvent]]:
+    def read_members(self, members: Sequence[tuple[Collection[str], Collection[str]]],
+                     through: int | None = None) -> list[list[StoredEvent]]:
         users = {value for user_ids, _ in members for value in user_ids}
         anonymous = {value for _, anonymous_ids in members for value in anonymous_ids}
         if not users and not anonymous:
             return [[] for _ in members]
-        events = self._read_any(users, anonymous)
+        events = self._read_any(users, anonymous, through)
         if len(members) == 1:  # the union is the member: every event read is its
             return [events]
         by_user: dict[str | None, list[int]] = defaultdict(list)

@@ -20,7 +20,7 @@ from typing import Any
 import psycopg
 from msgspec.structs import astuple
 
-from loyalty_cdp.adapters.eventlog.base import AppendResult, MemberReads, StoredEvent
+from loyalty_cdp.adapters.eventlog.base import MAX_OFFSET, AppendResult, MemberReads, StoredEvent
 from loyalty_cdp.core.events import Event
 from loyalty_cdp.errors import InvalidInput, StorageUnavailable
 
@@ -191,6 +191,12 @@ class PostgresEventLog(MemberReads):
         with self._read_lock, _storage_errors("read failed"):
             return reader.cursor(binary=True).execute(sql, params).fetchall()
 
+    def known(self, message_ids: Collection[str]) -> set[str]:
+        if not message_ids:
+            return set()
+        rows = self._query("SELECT message_id FROM event_log WHERE message_id = ANY(%s)", (list(message_ids),))
+        return {message_id for (message_id,) in rows}
+
     def read(self, after: int = 0, limit: int = 10_000) -> list[StoredEvent]:
         if limit < 1:
             raise InvalidInput("limit", f"must be at least 1, got {limit}")
@@ -200,11 +206,11 @@ class PostgresEventLog(MemberReads):
         )
         return [StoredEvent(*row) for row in rows]
 
-    def _read_any(self, user_ids: set[str], anonymous_ids: set[str]) -> list[StoredEvent]:
+    def _read_any(self, user_ids: set[str], anonymous_ids: set[str], through: int | None) -> list[StoredEvent]:
         """One query for the union of the members' ids."""
         rows = self._query(
-            f'SELECT {_COLUMNS} FROM event_log WHERE {_OF_MEMBER} ORDER BY "offset"',
-            (list(user_ids), list(anonymous_ids)),
+            f'SELECT {_COLUMNS} FROM event_log WHERE {_OF_MEMBER} AND "offset" <= %s ORDER BY "offset"',
+            (list(user_ids), list(anonymous_ids), MAX_OFFSET if through is None else through),
         )
         return [StoredEvent(*row) for row in rows]
 

@@ -47,7 +47,7 @@ import msgspec
 import numpy as np
 from msgspec.structs import astuple
 
-from loyalty_cdp.adapters.eventlog.base import AppendResult, MemberReads, StoredEvent
+from loyalty_cdp.adapters.eventlog.base import MAX_OFFSET, AppendResult, MemberReads, StoredEvent
 from loyalty_cdp.adapters.sqlite_wal import BUSY_TIMEOUT, switch_to_wal
 from loyalty_cdp.core.events import Event
 from loyalty_cdp.errors import InvalidInput, StorageUnavailable
@@ -299,7 +299,9 @@ class SqliteEventLog(MemberReads):
         self._read_lock = threading.Lock()
         self._writer: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
-        # Guarded by the write lock: fingerprints of every batch below ``_next_offset``.
+        # Fingerprints of every batch below ``_next_offset``; both change under the index lock (and
+        # the write lock too, except when ``known`` catches up on what other processes appended).
+        self._index_lock = threading.Lock()
         self._index = _FingerprintIndex()
         self._next_offset = 1
 
@@ -340,19 +342,20 @@ class SqliteEventLog(MemberReads):
                 self._writer, self._reader = writer, self._connect(writer=False)
             return self._writer, self._reader
 
-    def _catch_up(self, writer: sqlite3.Connection) -> None:
+    def _catch_up(self, conn: sqlite3.Connection) -> None:
         """Index the batches appended since ``_next_offset`` (by any process, or at open)."""
-        rows = writer.execute(
-            "SELECT first_offset, size, message_keys FROM batches WHERE first_offset >= ? "
-            "ORDER BY first_offset",
-            (self._next_offset,),
-        ).fetchall()
-        if not rows:
-            return
-        firsts, sizes, blobs = zip(*rows, strict=True)
-        keys = np.frombuffer(b"".join(blobs), _MESSAGE_KEY)
-        self._index.add(keys, _offsets_of(firsts, sizes))
-        self._next_offset = firsts[-1] + sizes[-1]
+        with self._index_lock:
+            rows = conn.execute(
+                "SELECT first_offset, size, message_keys FROM batches WHERE first_offset >= ? "
+                "ORDER BY first_offset",
+                (self._next_offset,),
+            ).fetchall()
+            if not rows:
+                return
+            firsts, sizes, blobs = zip(*rows, strict=True)
+            keys = np.frombuffer(b"".join(blobs), _MESSAGE_KEY)
+            self._index.add(keys, _offsets_of(firsts, sizes))
+            self._next_offset = firsts[-1] + sizes[-1]
 
     def append(self, events: Sequence[Event]) -> AppendResult:
         """Store the events whose message id is new, in order, in one fsync'd transaction.
@@ -400,8 +403,11 @@ class SqliteEventLog(MemberReads):
     def _committed(self, keys: np.ndarray, first: int) -> None:
         """After a commit (the write lock still held): index what it stored."""
         if len(keys):
-            self._index.add(keys, first + np.arange(len(keys)))
-            self._next_offset = first + len(keys)
+            with self._index_lock:
+                if first < self._next_offset:  # ``known`` indexed it from the reader already
+                    return
+                self._index.add(keys, first + np.arange(len(keys)))
+                self._next_offset = first + len(keys)
 
     @staticmethod
     def _insert(
@@ -445,6 +451,22 @@ class SqliteEventLog(MemberReads):
             ).fetchall()
         )
 
+    def known(self, message_ids: Collection[str]) -> set[str]:
+        """Looked up in the fingerprint index, brought up to the last commit first; each hit is
+        confirmed on its row."""
+        if not message_ids:
+            return set()
+        _, reader = self._connections()
+        with self._read_lock:
+            self._catch_up(reader)
+            offsets = self._index.candidates(_message_keys(message_ids))
+            if not offsets:
+                return set()
+            stored = reader.execute(
+                f"SELECT message_id FROM events WHERE {_AT_OFFSETS}", (_encode_json(offsets),)
+            ).fetchall()
+        return {message_id for (message_id,) in stored}.intersection(message_ids)
+
     def read(self, after: int = 0, limit: int = 10_000) -> list[StoredEvent]:
         if limit < 1:
             raise InvalidInput("limit", f"must be at least 1, got {limit}")
@@ -457,15 +479,18 @@ class SqliteEventLog(MemberReads):
         return [StoredEvent(*row) for row in rows]
 
     def _member_offsets(
-        self, conn: sqlite3.Connection, user_ids: Collection[str], anonymous_ids: Collection[str]
+        self, conn: sqlite3.Connection, user_ids: Collection[str], anonymous_ids: Collection[str],
+        through: int = MAX_OFFSET,
     ) -> list[int]:
-        """Offsets whose member fingerprints match (a superset of the member's events)."""
+        """Offsets up to ``through`` whose member fingerprints match (a superset of the member's
+        events); the batches after ``through`` are not scanned."""
         wanted_users = _member_keys(user_ids)
         wanted_anonymous = _member_keys(anonymous_ids)
         found: list[int] = []
         cursor = conn.execute(
             "SELECT first_offset, size, user_keys, anonymous_keys FROM batches WHERE stored > 0 "
-            "ORDER BY first_offset"
+            "AND first_offset <= ? ORDER BY first_offset",
+            (through,),
         )
         while chunk := cursor.fetchmany(256):
             firsts, sizes, user_blobs, anonymous_blobs = zip(*chunk, strict=True)
@@ -473,14 +498,15 @@ class SqliteEventLog(MemberReads):
             anonymous = np.frombuffer(b"".join(anonymous_blobs), _MEMBER_KEY)
             hits = np.isin(users, wanted_users) | np.isin(anonymous, wanted_anonymous)
             if hits.any():
-                found.extend(_offsets_of(firsts, sizes)[hits].tolist())
+                offsets = _offsets_of(firsts, sizes)[hits]
+                found.extend(offsets[offsets <= through].tolist())
         return found
 
-    def _read_any(self, user_ids: set[str], anonymous_ids: set[str]) -> list[StoredEvent]:
+    def _read_any(self, user_ids: set[str], anonymous_ids: set[str], through: int | None) -> list[StoredEvent]:
         """One scan of the member fingerprints for the union of the members' ids, one SELECT."""
         _, reader = self._connections()
         with self._read_lock:
-            offsets = self._member_offsets(reader, user_ids, anonymous_ids)
+            offsets = self._member_offsets(reader, user_ids, anonymous_ids, MAX_OFFSET if through is None else through)
             if not offsets:
                 return []
             rows = reader.execute(
