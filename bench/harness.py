@@ -139,6 +139,23 @@ def load(port: int, requests: list[bytes], connections: int, rate: float | None 
     return asyncio.run(main()), latencies, statuses
 
 
+class CoresBusy:
+    """How many of the machine's cores were busy (not idle, not waiting on I/O) between
+    ``start()`` and ``read()``, from /proc/stat: whether a phase had CPU to spare at all."""
+
+    def __init__(self) -> None:
+        self._busy, self._at = self._busy_seconds(), time.monotonic()
+
+    @staticmethod
+    def _busy_seconds() -> float:
+        with open("/proc/stat") as stat:
+            user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, stat.readline().split()[1:9])
+        return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+    def read(self) -> float:
+        return (self._busy_seconds() - self._busy) / (time.monotonic() - self._at)
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]

@@ -33,7 +33,7 @@ import uuid
 from multiprocessing.synchronize import Event
 from pathlib import Path
 
-from harness import http_request, load, percentile, process_cpu
+from harness import CoresBusy, http_request, load, percentile, process_cpu
 
 from loyalty_cdp.adapters.eventlog.sqlite import SqliteEventLog
 from loyalty_cdp.core.events import normalise, parse_time
@@ -128,12 +128,19 @@ def wait_for_lag_zero(url: str) -> None:
 
 def measured(server: ServerProcess, key: str, targets: list[tuple[str, str]], args: argparse.Namespace
              ) -> tuple[float, float, dict, float, str]:
-    """(p50, p99, statuses, server CPU seconds per lookup, load averages before/after) of one phase."""
+    """(p50, p99, statuses, server CPU seconds per lookup, a note on the machine's load) of one phase.
+
+    The note gives the load averages before and after, the cores busy machine-wide (every
+    process: server, its writers, load generators) and those the server used with its writers."""
     assert server.process is not None
-    before_load, before_cpu = os.getloadavg()[0], process_cpu(server.process.pid, children=False)
+    pid = server.process.pid
+    before_load, before_cpu, before_all = os.getloadavg()[0], process_cpu(pid, children=False), process_cpu(pid)
+    started, busy = time.monotonic(), CoresBusy()
     p50, p99, statuses = lookups_at_rate(server.port, key, targets, args.rate, args.seconds, args.connections)
-    cpu = (process_cpu(server.process.pid, children=False) - before_cpu) / (args.rate * args.seconds)
-    return p50, p99, statuses, cpu, f"{before_load:.1f}-{os.getloadavg()[0]:.1f}"
+    cores, server_cores = busy.read(), (process_cpu(pid) - before_all) / (time.monotonic() - started)
+    cpu = (process_cpu(pid, children=False) - before_cpu) / (args.rate * args.seconds)
+    return p50, p99, statuses, cpu, (f"load {before_load:.1f}-{os.getloadavg()[0]:.1f}, cores busy {cores:.2f} of "
+                                     f"{os.cpu_count()} (server and writers {server_cores:.2f})")
 
 
 def main() -> None:
@@ -154,15 +161,18 @@ def main() -> None:
             wait_for_lag_zero(server.url)
             auth = "Basic " + base64.b64encode(f"{ingest_key}:".encode()).decode()
             capacity_requests = batches(60, server.port, auth)
+            busy = CoresBusy()
             seconds, _, _ = load(server.port, capacity_requests, 8)
             capacity = 60 * 500 / seconds
+            print(f"ingest capacity {capacity:,.0f} events/s, cores busy {busy.read():.2f} of {os.cpu_count()}",
+                  flush=True)
             wait_for_lag_zero(server.url)
             runs = []
             for _ in range(args.repeat):
                 p50, p99, statuses, cpu, loads = measured(server, read_key, targets, args)
                 runs.append((p50, p99, cpu))
                 print(f"lookups alone: {args.rate:,.0f}/s for {args.seconds:.0f}s, p50 {p50 * 1000:.2f} ms, "
-                      f"p99 {p99 * 1000:.2f} ms, server CPU {cpu * 1e6:.0f} us/lookup, load {loads}, "
+                      f"p99 {p99 * 1000:.2f} ms, server CPU {cpu * 1e6:.0f} us/lookup, {loads}, "
                       f"statuses {statuses}", flush=True)
             print(f"lookups alone, median of {args.repeat}: p50 {statistics.median(r[0] for r in runs) * 1000:.2f} ms, "
                   f"p99 {statistics.median(r[1] for r in runs) * 1000:.2f} ms, "
@@ -177,7 +187,7 @@ def main() -> None:
             background.join()
             print(f"ingest capacity {capacity:,.0f} events/s; with ingest at 80% ({0.8 * capacity:,.0f}/s): "
                   f"lookups {args.rate:,.0f}/s p50 {p50 * 1000:.2f} ms, p99 {p99 * 1000:.2f} ms, "
-                  f"server CPU {cpu * 1e6:.0f} us/lookup (ingest and the processor included), load {loads}, "
+                  f"server CPU {cpu * 1e6:.0f} us/lookup (ingest and the processor included), {loads}, "
                   f"statuses {statuses}")
 
 
