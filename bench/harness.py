@@ -140,20 +140,27 @@ def load(port: int, requests: list[bytes], connections: int, rate: float | None 
 
 
 class CoresBusy:
-    """How many of the machine's cores were busy (not idle, not waiting on I/O) between
-    ``start()`` and ``read()``, from /proc/stat: whether a phase had CPU to spare at all."""
+    """How many of the machine's cores were busy (not idle, not waiting on I/O) from creation
+    to ``read()``, from /proc/stat, and how many the hypervisor took from this machine in that
+    time (steal: wanted, not given): whether a phase had CPU to spare at all."""
 
     def __init__(self) -> None:
-        self._busy, self._at = self._busy_seconds(), time.monotonic()
+        self._busy, self._steal = self._seconds()
+        self._at = time.monotonic()
 
     @staticmethod
-    def _busy_seconds() -> float:
+    def _seconds() -> tuple[float, float]:
         with open("/proc/stat") as stat:
             user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, stat.readline().split()[1:9])
-        return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+        tick = os.sysconf("SC_CLK_TCK")
+        return (user + nice + system + irq + softirq) / tick, steal / tick
 
-    def read(self) -> float:
-        return (self._busy_seconds() - self._busy) / (time.monotonic() - self._at)
+    def read(self) -> str:
+        """``cores busy B of N, steal S``."""
+        busy, steal = self._seconds()
+        elapsed = time.monotonic() - self._at
+        return (f"cores busy {(busy - self._busy) / elapsed:.2f} of {os.cpu_count()}, "
+                f"steal {(steal - self._steal) / elapsed:.2f}")
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -82,8 +82,7 @@ def open_processor(settings: Settings, event_log: EventLog, batch_size: int = 5_
 
     book = (program or open_program(settings))[0]
     return Processor(event_log, open_profile_store(settings), batch_size=batch_size, loyalty=LoyaltyEngine(book),
-                     suppression=suppression or open_suppression(settings), decisioning=decisioning,
-                     nice=settings.processor_nice)
+                     suppression=suppression or open_suppression(settings), decisioning=decisioning)
 
 
 def open_decision_store(settings: Settings) -> DecisionStore:

@@ -28,7 +28,7 @@ class Settings:
     Environment variables (all optional): ``LOYALTY_CDP_DATA_DIR``, ``LOYALTY_CDP_STORAGE``
     (``sqlite`` or ``postgres``), ``LOYALTY_CDP_POSTGRES_DSN``, ``LOYALTY_CDP_HOST``,
     ``LOYALTY_CDP_PORT``, ``LOYALTY_CDP_INGEST_QUEUE_EVENTS``, ``LOYALTY_CDP_INGEST_WRITERS``,
-    ``LOYALTY_CDP_PROCESSOR_NICE``, ``LOYALTY_CDP_KEY_RATE_LIMIT``.
+    ``LOYALTY_CDP_KEY_RATE_LIMIT``.
     The services read a few of their own (``LOYALTY_CDP_SCORE_EVERY_S``,
     ``LOYALTY_CDP_AUDIENCE_EVERY_S``, ...): docs/operations.md lists them all.
     """
@@ -43,9 +43,6 @@ class Settings:
     ingest_queue_events: int = 200_000
     # Event log writer processes (embedded SQLite log): they normalise requests side by side.
     ingest_writers: int = 2
-    # The server's processor thread runs at this nice value (Linux): when the cores are busy, the
-    # HTTP threads answering member reads and ingest go first, and the fold takes what is left.
-    processor_nice: int = 19
     # Requests a second each API key may make on average (bursts up to twice that); 0 = no limit.
     key_rate_limit: int = 10_000
 
@@ -62,8 +59,6 @@ class Settings:
             raise InvalidInput("ingest_queue_events", "must be positive")
         if not 1 <= self.ingest_writers <= 64:
             raise InvalidInput("LOYALTY_CDP_INGEST_WRITERS", f"must be between 1 and 64, got {self.ingest_writers}")
-        if not 0 <= self.processor_nice <= 19:
-            raise InvalidInput("LOYALTY_CDP_PROCESSOR_NICE", f"must be between 0 and 19, got {self.processor_nice}")
         if self.key_rate_limit < 0:
             raise InvalidInput("LOYALTY_CDP_KEY_RATE_LIMIT", "must be 0 (no limit) or a positive rate")
 
@@ -86,7 +81,6 @@ class Settings:
             values["host"] = env["LOYALTY_CDP_HOST"]
         for key, name in (("port", "LOYALTY_CDP_PORT"), ("ingest_queue_events", "LOYALTY_CDP_INGEST_QUEUE_EVENTS"),
                           ("ingest_writers", "LOYALTY_CDP_INGEST_WRITERS"),
-                          ("processor_nice", "LOYALTY_CDP_PROCESSOR_NICE"),
                           ("key_rate_limit", "LOYALTY_CDP_KEY_RATE_LIMIT")):
             if name in env:
                 try:

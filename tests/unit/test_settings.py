@@ -1,5 +1,4 @@
-"""Settings from LOYALTY_CDP_* variables: the ingest writer count and the processor's nice value are checked
-and named when wrong."""
+"""Settings from LOYALTY_CDP_* variables: the ingest writer count is checked and named when wrong."""
 
 from __future__ import annotations
 
@@ -19,15 +18,3 @@ def test_an_ingest_writer_count_out_of_range_or_not_a_number_names_the_variable(
     with pytest.raises(InvalidInput) as caught:
         Settings.from_env({"LOYALTY_CDP_INGEST_WRITERS": value})
     assert caught.value.field == "LOYALTY_CDP_INGEST_WRITERS"
-
-
-def test_the_processor_runs_at_nice_19_unless_the_variable_says_otherwise() -> None:
-    assert Settings.from_env({}).processor_nice == 19
-    assert Settings.from_env({"LOYALTY_CDP_PROCESSOR_NICE": "0"}).processor_nice == 0
-
-
-@pytest.mark.parametrize("value", ["-1", "20", "low"])
-def test_a_processor_nice_value_out_of_range_or_not_a_number_names_the_variable(value: str) -> None:
-    with pytest.raises(InvalidInput) as caught:
-        Settings.from_env({"LOYALTY_CDP_PROCESSOR_NICE": value})
-    assert caught.value.field == "LOYALTY_CDP_PROCESSOR_NICE"

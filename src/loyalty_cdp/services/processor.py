@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import os
 import sys
 import threading
 import time
@@ -271,10 +270,8 @@ HISTORY_EVENTS_KEPT = 50_000  # history events a batch keeps for a second use (a
 class Processor:
     def __init__(self, event_log: EventLog, store: ProfileStore, rules: IdentityRules | None = None,
                  batch_size: int = 5_000, loyalty: LoyaltyEngine | None = None,
-                 suppression: Suppression | None = None, decisioning: DecisioningStage | None = None,
-                 nice: int = 0) -> None:
+                 suppression: Suppression | None = None, decisioning: DecisioningStage | None = None) -> None:
         self._log = event_log
-        self._nice = nice  # the nice value of the thread start() runs (see _lower_priority)
         self._suppression = suppression
         self._step_lock = threading.Lock()  # a batch, a transition run or an erasure: one at a time
         self._store = store
@@ -387,7 +384,6 @@ class Processor:
         timeline lined every lookup stall up with a step; bench/lookup.py with ingest at 80%, p99
         93-126 ms against 127-176 ms with quarter-second steps, see docs/benchmarks.md).
         """
-        self._lower_priority()
         advanced_at = 0.0
         quiet_until = 0.0  # until then, steps follow each other without backing off
         while not self._stopping.is_set():
@@ -442,20 +438,6 @@ class Processor:
             elif not applied and not self._sweep and not self.due_left:
                 self._wakeup.wait(0.25)
                 self._wakeup.clear()
-
-    def _lower_priority(self) -> None:
-        """Run this thread at the processor's nice value, so that on busy cores the scheduler gives
-        the HTTP threads (member reads, ingest) their time first; the fold is behind ingest then
-        anyway (see _run). Linux schedules threads one by one, so only this thread is lowered.
-        bench/lookup.py with ingest at 80%, alternated: p99 21 and 22 ms at nice 19, 36 and 49 ms at
-        nice 0 (docs/benchmarks.md)."""
-        if not self._nice or not sys.platform.startswith("linux"):
-            return
-        thread = threading.get_native_id()
-        try:  # never raised above what the server was started with
-            os.setpriority(os.PRIO_PROCESS, thread, max(self._nice, os.getpriority(os.PRIO_PROCESS, thread)))
-        except OSError as exc:  # a container may forbid it: the processor runs at the usual priority
-            log.warning("processor thread keeps its priority: setpriority failed (%s)", exc)
 
     # -- one batch ---------------------------------------------------------------------------
 
