@@ -121,9 +121,17 @@ def ingest_at(port: int, auth: str, events_per_s: float, seconds: float, sending
     load(port, requests, 4, rate=events_per_s / 500)
 
 
-def wait_for_lag_zero(url: str) -> None:
-    while "lcdp_processor_lag_events 0.0" not in urllib.request.urlopen(url + "/metrics").read().decode():
-        time.sleep(0.5)
+def wait_for_lag_zero(url: str, settled_s: float = 3.0) -> None:
+    """Until the processor's lag has stayed 0 for ``settled_s``: what it emits while folding (loyalty,
+    segment and decision events) is folded in turn, so one reading of 0 can come mid-cascade."""
+    since = None
+    while since is None or time.monotonic() - since < settled_s:
+        metrics = urllib.request.urlopen(url + "/metrics").read().decode()
+        if "lcdp_processor_lag_events 0.0" not in metrics:
+            since = None
+        elif since is None:
+            since = time.monotonic()
+        time.sleep(0.25)
 
 
 def measured(server: ServerProcess, key: str, targets: list[tuple[str, str]], args: argparse.Namespace

@@ -339,13 +339,14 @@ class DemoSinks:
     @classmethod
     def start(cls, *, twilio_auth_token: str, fcm_access_token: str, webhook_secret: str,
               smtp_host: str = "127.0.0.1", smtp_port: int = 0, twilio_port: int = 0, fcm_port: int = 0,
-              webhook_port: int = 0) -> DemoSinks:
-        """Start the four sinks (port 0: a free port each); if one cannot start, stop those already started
-        and re-raise (``OSError``, or aiosmtpd's ``RuntimeError`` for a taken port)."""
+              webhook_port: int = 0, twilio_callbacks: bool = True) -> DemoSinks:
+        """Start the four sinks (port 0: a free port each; ``twilio_callbacks=False``: the SMS sink sends no
+        status callbacks); if one cannot start, stop those already started and re-raise (``OSError``, or
+        aiosmtpd's ``RuntimeError`` for a taken port)."""
         opened: list[Any] = []
         try:
             opened.append(SmtpSink(smtp_host, smtp_port))
-            opened.append(TwilioSink(twilio_port, auth_token=twilio_auth_token))
+            opened.append(TwilioSink(twilio_port, auth_token=twilio_auth_token, callbacks=twilio_callbacks))
             opened.append(FcmSink(fcm_port, access_token=fcm_access_token))
             opened.append(WebhookReceiver(webhook_port, secret=webhook_secret))
         except BaseException:

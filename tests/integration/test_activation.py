@@ -32,7 +32,7 @@ from loyalty_cdp.core.decisioning import Chosen, Decision
 from loyalty_cdp.core.identifiers import identifier_key
 from loyalty_cdp.core.messages import OutboundMessage, message_id_for
 from loyalty_cdp.core.profile import Profile, Trait
-from loyalty_cdp.demo_sinks import FcmSink, HttpSink, SmtpSink, TwilioSink, WebhookReceiver
+from loyalty_cdp.demo_sinks import DemoSinks, FcmSink, HttpSink, SmtpSink
 from loyalty_cdp.programs import retail_program_path
 from loyalty_cdp.services.activation import Activation, email_html
 from loyalty_cdp.settings import Settings
@@ -130,21 +130,10 @@ destinations:
     return path
 
 
-class Sinks:
-    def __init__(self) -> None:
-        self.smtp = SmtpSink()
-        self.twilio = TwilioSink(auth_token=TOKEN, callbacks=False)
-        self.fcm = FcmSink(access_token=FCM_TOKEN)
-        self.hook = WebhookReceiver(secret=HOOK_SECRET)
-
-    def stop(self) -> None:
-        for sink in (self.twilio, self.fcm, self.hook, self.smtp):
-            sink.stop()
-
-
 @pytest.fixture()
-def sinks() -> Iterator[Sinks]:
-    running = Sinks()
+def sinks() -> Iterator[DemoSinks]:
+    running = DemoSinks.start(twilio_auth_token=TOKEN, fcm_access_token=FCM_TOKEN, webhook_secret=HOOK_SECRET,
+                              twilio_callbacks=False)
     yield running
     running.stop()
 
@@ -162,9 +151,9 @@ class Log:
         return [call for call in self.calls if call.get("event") == event]
 
 
-def activation(tmp_path: Path, sinks: Sinks, members: Members, log: Log,
+def activation(tmp_path: Path, sinks: DemoSinks, members: Members, log: Log,
                fcm: HttpSink | None = None) -> Activation:
-    path = program(tmp_path, sinks.smtp, sinks.twilio, fcm or sinks.fcm, sinks.hook)
+    path = program(tmp_path, sinks.smtp, sinks.twilio, fcm or sinks.fcm, sinks.webhook)
     return Activation(Settings(data_dir=tmp_path / "data"), path, log, Metrics(), members=members, environ=ENV)
 
 
@@ -188,7 +177,7 @@ def stage(active: Activation, decisions: list[Decision], members: Members) -> li
 
 
 def test_a_send_decision_becomes_one_addressed_message_per_destination_of_its_channel_and_each_webhook(
-    tmp_path: Path, sinks: Sinks
+    tmp_path: Path, sinks: DemoSinks
 ) -> None:
     members = Members()
     members.add(member(1, email_marketing=True))
@@ -216,12 +205,12 @@ def test_a_send_decision_becomes_one_addressed_message_per_destination_of_its_ch
 
 
 def test_no_address_means_no_message_for_that_channel_counted_in_metrics_and_held_out_sends_nothing(
-    tmp_path: Path, sinks: Sinks
+    tmp_path: Path, sinks: DemoSinks
 ) -> None:
     members = Members()
     members.add(member(2, phone=False, token=False))
     metrics = Metrics()
-    path = program(tmp_path, sinks.smtp, sinks.twilio, sinks.fcm, sinks.hook)
+    path = program(tmp_path, sinks.smtp, sinks.twilio, sinks.fcm, sinks.webhook)
     active = Activation(Settings(data_dir=tmp_path / "data"), path, Log(), metrics, members=members, environ=ENV)
     try:
         profile = members.profiles["m-2"]
@@ -247,7 +236,7 @@ def test_email_html_escapes_the_rendered_text_and_links_its_urls() -> None:
 
 
 def test_decisions_are_delivered_once_to_smtp_twilio_fcm_and_the_webhook_with_status_events(
-    tmp_path: Path, sinks: Sinks
+    tmp_path: Path, sinks: DemoSinks
 ) -> None:
     members = Members()
     members.add(member(3, email_marketing=True, sms=True, push=True))
@@ -276,14 +265,14 @@ def test_decisions_are_delivered_once_to_smtp_twilio_fcm_and_the_webhook_with_st
     assert "/v1/email/open?" in html and "/v1/email/click?" in html
     assert [item.fields["To"] for item in sinks.twilio.accepted_items()] == ["+14155550003"]
     assert [item.fields["token"] for item in sinks.fcm.accepted_items()] == ["fcm-token-3:APA91b"]
-    assert sorted(item.fields["data"]["channel"] for item in sinks.hook.accepted_items()) == ["email", "push", "sms"]
-    assert sinks.twilio.refused == sinks.fcm.refused == sinks.hook.refused == 0
+    assert sorted(item.fields["data"]["channel"] for item in sinks.webhook.accepted_items()) == ["email", "push", "sms"]
+    assert sinks.twilio.refused == sinks.fcm.refused == sinks.webhook.refused == 0
     assert len(log.named("Message Delivered")) == 3  # the webhook's 2xx is final delivery
     assert {call["userId"] for call in log.calls} == {"user-3"}
 
 
 def test_a_destination_that_answers_500_delays_only_itself_and_gets_every_message_after_it_recovers(
-    tmp_path: Path, sinks: Sinks
+    tmp_path: Path, sinks: DemoSinks
 ) -> None:
     members = Members()
     for n in range(10, 16):
@@ -320,7 +309,7 @@ def test_a_destination_that_answers_500_delays_only_itself_and_gets_every_messag
 # -- consent -----------------------------------------------------------------------------------------
 
 
-def test_no_email_without_email_consent_and_no_sms_after_stop(tmp_path: Path, sinks: Sinks) -> None:
+def test_no_email_without_email_consent_and_no_sms_after_stop(tmp_path: Path, sinks: DemoSinks) -> None:
     members = Members()
     members.add(member(20, sms=True))  # never allowed email
     members.add(member(21, email_marketing=True, sms=True))
@@ -345,7 +334,7 @@ def test_no_email_without_email_consent_and_no_sms_after_stop(tmp_path: Path, si
     assert all(call["properties"]["suppressed"] for call in log.named("Message Failed"))
 
 
-def test_a_consent_withdrawn_after_the_decision_holds_at_send_time(tmp_path: Path, sinks: Sinks) -> None:
+def test_a_consent_withdrawn_after_the_decision_holds_at_send_time(tmp_path: Path, sinks: DemoSinks) -> None:
     members = Members()
     members.add(member(22, email_marketing=True))
     log = Log()
@@ -370,7 +359,7 @@ def test_a_consent_withdrawn_after_the_decision_holds_at_send_time(tmp_path: Pat
 
 
 def test_audience_export_writes_hashed_identifiers_of_members_who_allow_sharing_only(
-    tmp_path: Path, sinks: Sinks
+    tmp_path: Path, sinks: DemoSinks
 ) -> None:
     members = Members()
     members.add(member(30, sale_sharing=True))
@@ -394,13 +383,13 @@ def test_audience_export_writes_hashed_identifiers_of_members_who_allow_sharing_
         asyncio.run(active.close())
 
 
-def test_metrics_expose_per_destination_counters_gauges_and_send_latency(tmp_path: Path, sinks: Sinks) -> None:
+def test_metrics_expose_per_destination_counters_gauges_and_send_latency(tmp_path: Path, sinks: DemoSinks) -> None:
     from prometheus_client import generate_latest
 
     members = Members()
     members.add(member(40, email_marketing=True))
     metrics = Metrics()
-    path = program(tmp_path, sinks.smtp, sinks.twilio, sinks.fcm, sinks.hook)
+    path = program(tmp_path, sinks.smtp, sinks.twilio, sinks.fcm, sinks.webhook)
     log = Log()
     active = Activation(Settings(data_dir=tmp_path / "data"), path, log, metrics, members=members, environ=ENV)
 
