@@ -5,8 +5,8 @@ Run:  .venv/bin/python bench/lookup.py [--members 2000] [--days 180] [--rate 200
 1. Appends a simulated program to a fresh data directory and starts ``loyalty-cdp serve``
    on it (the processor folds it at start-up; the run waits until the lag is 0).
 2. Measures ingest capacity: batched ingest as fast as it goes for a few seconds.
-3. Waits until the processor has folded what that ingested (lag 0 again), so that "alone"
-   means alone.
+3. Waits until the processor has folded what that ingested and what it emitted in turn (lag
+   0 for 3 s), so that "alone" means alone.
 4. Sends ``GET /v1/members/lookup?type=email`` and ``GET /v1/members/{user_id}`` (at random)
    open-loop at ``--rate`` requests/s over keep-alive connections, first alone
    (``--repeat`` times), then while a second process ingests at 80% of the measured
