@@ -107,9 +107,9 @@ class MemberReads(ABC):
     of the members' ids together, then the split by the rule above."""
 
     @abstractmethod
-    def _read_any(self, user_ids: set[str], anonymous_ids: set[str], through: int | None) -> list[StoredEvent]:
+    def _read_any(self, user_ids: set[str], anonymous_ids: set[str], through: int) -> list[StoredEvent]:
         """Every event whose user id or anonymous id is one of those given, in offset order, up
-        to offset ``through`` if it is not None (never called with no id at all)."""
+        to offset ``through`` (never called with no id at all)."""
 
     def read_member(self, user_ids: Collection[str], anonymous_ids: Collection[str],
                     through: int | None = None) -> list[StoredEvent]:
@@ -121,7 +121,7 @@ class MemberReads(ABC):
         anonymous = {value for _, anonymous_ids in members for value in anonymous_ids}
         if not users and not anonymous:
             return [[] for _ in members]
-        events = self._read_any(users, anonymous, through)
+        events = self._read_any(users, anonymous, MAX_OFFSET if through is None else through)
         if len(members) == 1:  # the union is the member: every event read is its
             return [events]
         by_user: dict[str | None, list[int]] = defaultdict(list)

@@ -20,7 +20,7 @@ from typing import Any
 import psycopg
 from msgspec.structs import astuple
 
-from loyalty_cdp.adapters.eventlog.base import MAX_OFFSET, AppendResult, MemberReads, StoredEvent
+from loyalty_cdp.adapters.eventlog.base import AppendResult, MemberReads, StoredEvent
 from loyalty_cdp.core.events import Event
 from loyalty_cdp.errors import InvalidInput, StorageUnavailable
 
@@ -206,11 +206,11 @@ class PostgresEventLog(MemberReads):
         )
         return [StoredEvent(*row) for row in rows]
 
-    def _read_any(self, user_ids: set[str], anonymous_ids: set[str], through: int | None) -> list[StoredEvent]:
+    def _read_any(self, user_ids: set[str], anonymous_ids: set[str], through: int) -> list[StoredEvent]:
         """One query for the union of the members' ids."""
         rows = self._query(
             f'SELECT {_COLUMNS} FROM event_log WHERE {_OF_MEMBER} AND "offset" <= %s ORDER BY "offset"',
-            (list(user_ids), list(anonymous_ids), MAX_OFFSET if through is None else through),
+            (list(user_ids), list(anonymous_ids), through),
         )
         return [StoredEvent(*row) for row in rows]
 

@@ -502,11 +502,11 @@ class SqliteEventLog(MemberReads):
                 found.extend(offsets[offsets <= through].tolist())
         return found
 
-    def _read_any(self, user_ids: set[str], anonymous_ids: set[str], through: int | None) -> list[StoredEvent]:
+    def _read_any(self, user_ids: set[str], anonymous_ids: set[str], through: int) -> list[StoredEvent]:
         """One scan of the member fingerprints for the union of the members' ids, one SELECT."""
         _, reader = self._connections()
         with self._read_lock:
-            offsets = self._member_offsets(reader, user_ids, anonymous_ids, MAX_OFFSET if through is None else through)
+            offsets = self._member_offsets(reader, user_ids, anonymous_ids, through)
             if not offsets:
                 return []
             rows = reader.execute(
